@@ -1,0 +1,114 @@
+//! Building and running the server: `Application::build(settings)` binds (port 0 in tests),
+//! opens the store, starts the workers, and serves until shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::Router;
+use commands::CommandBus;
+use eventstore::EventStore;
+use projections::tea::TeaProjection;
+use projections::{Projection, ProjectionRunner};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::settings::Settings;
+use crate::state::AppState;
+
+/// Opens the event store with the settings' pool size.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<EventStore> {
+    EventStore::connect(&settings.database_url, settings.db_max_connections).await
+}
+
+pub fn projections_for(store: &EventStore) -> ProjectionRunner {
+    let list: Vec<Arc<dyn Projection>> = vec![Arc::new(TeaProjection)];
+    ProjectionRunner::new(store.clone(), list)
+}
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.body_limit_bytes;
+    Router::new()
+        .merge(crate::routes::admin::router())
+        .merge(crate::routes::tea::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
+            }),
+        )
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    router: Router,
+    pub state: AppState,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let store = open_store(&settings).await?;
+        let runner = projections_for(&store);
+        if settings.run_workers {
+            runner.spawn();
+        }
+        let state = AppState {
+            db: store.db(),
+            bus: CommandBus::new(store.clone()),
+            store,
+            runner,
+            settings: Arc::new(settings),
+        };
+        let listener = tokio::net::TcpListener::bind(state.settings.addr)
+            .await
+            .with_context(|| format!("failed to bind {}", state.settings.addr))?;
+        Ok(Self {
+            router: router(state.clone()),
+            listener,
+            state,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound")
+    }
+
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("server failed")
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,114 @@
+//! Extractors that turn every malformed input into the error envelope: JSON bodies (422, or 413
+//! when too large), query strings (422), the `Idempotency-Key` header.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// A JSON body, with its raw bytes kept for idempotency hashing.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let raw = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge(state.settings.body_limit_bytes)
+            } else {
+                ApiError::validation(format!("cannot read request body: {rejection}"))
+            }
+        })?;
+        if raw.is_empty() {
+            return Err(ApiError::validation("request body must be a JSON object"));
+        }
+        let value = serde_json::from_slice(&raw)
+            .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+/// A typed query string; bad values are 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        serde_urlencoded_from_str(q)
+            .map(ApiQuery)
+            .map_err(|e| ApiError::validation(format!("invalid query string: {e}")))
+    }
+}
+
+fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, String> {
+    axum::extract::Query::<T>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| "bad uri".to_string())?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|e| e.body_text())
+}
+
+/// The optional `Idempotency-Key` header.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let Some(v) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let s = v
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|s| {
+                !s.is_empty()
+                    && s.len() <= MAX_IDEMPOTENCY_KEY
+                    && s.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ))
+            })?;
+        Ok(IdempotencyKey(Some(s.to_string())))
+    }
+}
+
+impl IdempotencyKey {
+    /// Binds the key to this route and body: reusing it for another request is a 422.
+    pub fn with_request(&self, route: &str, raw: &[u8]) -> Option<commands::Idempotency> {
+        self.0.as_ref().map(|key| {
+            let mut h = Sha256::new();
+            h.update(route.as_bytes());
+            h.update([0]);
+            h.update(raw);
+            commands::Idempotency {
+                key: key.clone(),
+                request_hash: hex::encode(h.finalize()),
+            }
+        })
+    }
+}
+
+/// Parses a path id as a UUID; anything else cannot name a resource, so it is a 404.
+pub fn path_uuid(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found(what))
+}

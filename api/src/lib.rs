@@ -1,0 +1,14 @@
+//! The HTTP edge of FAFCab: the REST compatibility layer (seed 000's contracts), auth, health,
+//! metrics and the audit feed, on axum.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod state;
+
+pub use app::Application;
+pub use settings::Settings;

@@ -1,0 +1,175 @@
+//! `fafcab`: one binary, many roles (serve, worker, migrate, projections, audit, token).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use api::app::{open_store, projections_for, shutdown_signal};
+use api::{Application, Settings};
+use clap::{Parser, Subcommand};
+use domain::Role;
+
+#[derive(Parser)]
+#[command(name = "fafcab", version, about = "FAFCab backend")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (default). Runs the projection workers too unless --no-workers.
+    Serve {
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Run only the projection workers (scale-out next to `serve --no-workers`).
+    Worker,
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Read-model maintenance.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+    /// Ledger audits.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Print a development token.
+    Token {
+        #[arg(long)]
+        user: String,
+        /// Repeatable: admin, student, teacher, executor, auditor.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsCommand {
+    /// Drop and rebuild a read model from the log (all of them without NAME).
+    Rebuild { name: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute every stream's hash chain; exit 1 at the first broken link.
+    Verify,
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut settings = Settings::from_env()?;
+    match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
+        Command::Serve { no_workers } => {
+            settings.run_workers = !no_workers;
+            if settings.jwt_secret_is_dev {
+                tracing::warn!("AUTH_JWT_SECRET is not set: using the DEVELOPMENT secret. Never run like this in production.");
+            }
+            if settings.amqp_url.is_some() {
+                tracing::warn!("AMQP_URL is set, but the RabbitMQ relay is not part of this version yet; events stay in the log and the audit feed");
+            }
+            tracing::info!(settings = ?settings, "starting");
+            let app = Application::build(settings).await?;
+            tracing::info!(addr = %app.addr(), "listening");
+            app.run_until_stopped(shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker => {
+            let store = open_store(&settings).await?;
+            let runner = projections_for(&store);
+            runner.spawn();
+            tracing::info!(projections = ?runner.names(), "workers running");
+            shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            open_store(&settings).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Projections {
+            command: ProjectionsCommand::Rebuild { name },
+        } => {
+            let store = open_store(&settings).await?;
+            let runner = projections_for(&store);
+            let names = match name {
+                Some(n) => vec![n],
+                None => runner.names().into_iter().map(String::from).collect(),
+            };
+            for n in names {
+                let applied = runner
+                    .rebuild(&n)
+                    .await
+                    .with_context(|| format!("failed to rebuild {n}"))?;
+                println!("rebuilt {n}: {applied} events applied");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let store = open_store(&settings).await?;
+            let report = store.verify_chains().await?;
+            match report.first_break {
+                None => {
+                    println!(
+                        "ok: {} streams, {} events, every hash chain intact",
+                        report.streams, report.events
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(b) => {
+                    println!(
+                        "BROKEN: stream {}/{} at sequence {} ({} streams, {} events checked)",
+                        b.aggregate_type, b.aggregate_id, b.sequence, report.streams, report.events
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Token { user, roles, hours } => {
+            let roles = roles
+                .iter()
+                .map(|r| Role::parse(r).with_context(|| format!("unknown role {r:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if settings.jwt_secret_is_dev {
+                eprintln!("note: signing with the development secret (AUTH_JWT_SECRET unset)");
+            }
+            let token = api::auth::issue(
+                &settings.jwt_secret,
+                &user,
+                &roles,
+                chrono::Duration::hours(hours),
+            )?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Typed settings, read once from the environment in `main` (and nowhere else).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Signing secret used when `AUTH_JWT_SECRET` is unset: for development only.
+pub const DEV_JWT_SECRET: &str = "fafcab-development-secret-do-not-use-in-production";
+
+#[derive(Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub db_max_connections: u32,
+    pub amqp_url: Option<String>,
+    pub jwt_secret: String,
+    pub jwt_secret_is_dev: bool,
+    pub discord_webhook_url: Option<String>,
+    pub body_limit_bytes: usize,
+    pub expiry_window_days: i64,
+    /// How long a write waits for its read model before answering anyway.
+    pub read_your_writes: Duration,
+    /// Run projection workers in this process (`serve --no-workers` turns them off).
+    pub run_workers: bool,
+}
+
+impl std::fmt::Debug for Settings {
+    // Secrets never reach logs: only whether they are set.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("addr", &self.addr)
+            .field("database", &redact_url(&self.database_url))
+            .field("db_max_connections", &self.db_max_connections)
+            .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
+            .field(
+                "jwt_secret",
+                &if self.jwt_secret_is_dev {
+                    "<development default>"
+                } else {
+                    "<set>"
+                },
+            )
+            .field(
+                "discord_webhook_url",
+                &self.discord_webhook_url.as_ref().map(|_| "<set>"),
+            )
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("expiry_window_days", &self.expiry_window_days)
+            .field("run_workers", &self.run_workers)
+            .finish()
+    }
+}
+
+/// Drops the password from a URL for logging.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// Reads the environment (after an optional `.env` was loaded by the caller).
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let parse = |k: &str, default: &str| -> anyhow::Result<i64> {
+            var(k)
+                .as_deref()
+                .unwrap_or(default)
+                .parse::<i64>()
+                .with_context(|| format!("{k} must be an integer"))
+        };
+        let jwt = var("AUTH_JWT_SECRET");
+        Ok(Self {
+            addr: var("FAFCAB_ADDR")
+                .as_deref()
+                .unwrap_or("127.0.0.1:8080")
+                .parse()
+                .context("FAFCAB_ADDR must be host:port")?,
+            database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/fafcab.db".into()),
+            db_max_connections: parse("FAFCAB_DB_MAX_CONNECTIONS", "16")?.clamp(2, 500) as u32,
+            amqp_url: var("AMQP_URL"),
+            jwt_secret_is_dev: jwt.is_none(),
+            jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),
+            discord_webhook_url: var("DISCORD_WEBHOOK_URL"),
+            body_limit_bytes: parse("FAFCAB_BODY_LIMIT_BYTES", "262144")?.clamp(1024, 64 << 20)
+                as usize,
+            expiry_window_days: parse("TEA_EXPIRY_WINDOW_DAYS", "30")?.clamp(0, 3650),
+            read_your_writes: Duration::from_millis(
+                parse("FAFCAB_READ_YOUR_WRITES_MS", "2000")?.clamp(0, 60_000) as u64,
+            ),
+            run_workers: true,
+        })
+    }
+
+    /// Defaults for tests: port 0, a given database, a fixed secret.
+    pub fn for_tests(database_url: &str) -> Self {
+        Self {
+            addr: "127.0.0.1:0".parse().expect("valid"),
+            database_url: database_url.to_string(),
+            db_max_connections: 8,
+            amqp_url: None,
+            jwt_secret: "test-secret".into(),
+            jwt_secret_is_dev: false,
+            discord_webhook_url: None,
+            body_limit_bytes: 262_144,
+            expiry_window_days: 30,
+            read_your_writes: Duration::from_secs(5),
+            run_workers: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://***@h:5432/db"
+        );
+        assert_eq!(
+            super::redact_url("sqlite://data/x.db"),
+            "sqlite://data/x.db"
+        );
+    }
+}

@@ -1,0 +1,10 @@
+//! The command side: loads an aggregate, lets it decide, appends the events (with unique-value
+//! claims and the idempotency record in the same transaction) and retries optimistic-concurrency
+//! conflicts, bounded and with jitter. Authorization of the acting user happens here too, so REST
+//! and GraphQL share one implementation of every rule.
+
+mod bus;
+mod cache;
+pub mod tea;
+
+pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

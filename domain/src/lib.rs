@@ -1,0 +1,11 @@
+//! FAFCab's domain: aggregates, commands, events and invariants. Pure: no I/O, no async runtime,
+//! no SQL. Money is `rust_decimal::Decimal`, time `chrono::DateTime<Utc>`, ids UUID v7 except
+//! user ids, which are opaque strings.
+
+pub mod actor;
+pub mod codec;
+pub mod error;
+pub mod tea;
+
+pub use actor::{Actor, Role};
+pub use error::{DomainError, ErrorKind};

@@ -1,0 +1,240 @@
+//! The event store: an append-only, hash-chained log of domain events with a gap-safe global order,
+//! on PostgreSQL (multi-process) or an embedded SQLite file, with identical behaviour.
+
+mod chain;
+mod db;
+mod pg;
+mod sqlite;
+mod types;
+mod upcast;
+
+pub use chain::{canonical_json, event_hash, payload_hash, ChainBreak};
+pub use db::{Db, Tx};
+pub use types::*;
+pub use upcast::Upcasters;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+/// Largest batch a reader may ask of the global log in one call.
+pub const MAX_LOG_BATCH: i64 = 1_000;
+/// Largest number of events one append may carry.
+pub const MAX_EVENTS_PER_APPEND: usize = 100;
+
+/// Handle to the event store; cheap to clone.
+#[derive(Clone)]
+pub struct EventStore {
+    backend: Backend,
+    upcasters: Upcasters,
+    /// Bumped after every local append and every NOTIFY from another process; readers wait on it.
+    wake: watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Pg(pg::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+impl EventStore {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let (wake, _) = watch::channel(0);
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Pg(
+                pg::PgStore::connect(url, max_connections)
+                    .await
+                    .context("failed to open the PostgreSQL event store")?,
+            )
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite(
+                sqlite::SqliteStore::connect(url, max_connections)
+                    .await
+                    .context("failed to open the SQLite event store")?,
+            )
+        } else {
+            anyhow::bail!(
+                "DATABASE_URL must start with postgres:// or sqlite: (got another scheme)"
+            );
+        };
+        let store = Self {
+            backend,
+            wake,
+            upcasters: Upcasters::default(),
+        };
+        if let Backend::Pg(pg) = &store.backend {
+            pg.spawn_listener(store.wake.clone());
+        }
+        Ok(store)
+    }
+
+    /// The database holding the log, for read models that must commit with their checkpoint.
+    pub fn db(&self) -> Db {
+        match &self.backend {
+            Backend::Pg(s) => Db::Pg(s.pool.clone()),
+            Backend::Sqlite(s) => Db::Sqlite {
+                read: s.read.clone(),
+                write: s.write.clone(),
+            },
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Pg(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Registers the upcasters applied to every event read from this store.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Loads the events of one stream of `A` with `sequence > after_sequence`, in order, upcast.
+    pub async fn load<A: cqrs_es::Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after_sequence: i64,
+    ) -> anyhow::Result<Vec<LoadedEvent>> {
+        let mut events = match &self.backend {
+            Backend::Pg(s) => s.load::<A>(aggregate_id, after_sequence).await?,
+            Backend::Sqlite(s) => s.load::<A>(aggregate_id, after_sequence).await?,
+        };
+        for e in &mut events {
+            self.upcasters
+                .upcast_parts(&mut e.event_type, &mut e.event_version, &mut e.payload);
+        }
+        Ok(events)
+    }
+
+    /// Appends events to one stream if its last sequence is still `expected_sequence`, together
+    /// with the request's claims and idempotency record, in one transaction.
+    pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
+        if req.events.is_empty() || req.events.len() > MAX_EVENTS_PER_APPEND {
+            return Err(AppendError::Store(anyhow::anyhow!(
+                "an append carries 1 to {MAX_EVENTS_PER_APPEND} events, got {}",
+                req.events.len()
+            )));
+        }
+        let stored = match &self.backend {
+            Backend::Pg(s) => s.append(req).await?,
+            Backend::Sqlite(s) => s.append(req).await?,
+        };
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(stored)
+    }
+
+    /// Reads committed events after `after`, in log order. Never skips an event that commits
+    /// later with a lower position (PostgreSQL: only transactions below the snapshot's xmin).
+    pub async fn read_log(&self, after: Checkpoint, limit: i64) -> anyhow::Result<LogBatch> {
+        let limit = limit.clamp(1, MAX_LOG_BATCH);
+        let mut batch = match &self.backend {
+            Backend::Pg(s) => s.read_log(after, limit).await?,
+            Backend::Sqlite(s) => s.read_log(after, limit).await?,
+        };
+        for e in &mut batch.events {
+            self.upcasters
+                .upcast_parts(&mut e.event_type, &mut e.event_version, &mut e.payload);
+        }
+        Ok(batch)
+    }
+
+    /// The checkpoint of the event at `position`, to resume a reader that only kept a position.
+    pub async fn checkpoint_of(&self, position: i64) -> anyhow::Result<Option<Checkpoint>> {
+        if position <= 0 {
+            return Ok(Some(Checkpoint::START));
+        }
+        match &self.backend {
+            Backend::Pg(s) => s.checkpoint_of(position).await,
+            Backend::Sqlite(_) => Ok(Some(Checkpoint { tx_id: 0, position })),
+        }
+    }
+
+    /// Highest position written so far (committed or not yet visible), for lag metrics.
+    pub async fn head_position(&self) -> anyhow::Result<i64> {
+        match &self.backend {
+            Backend::Pg(s) => s.head_position().await,
+            Backend::Sqlite(s) => s.head_position().await,
+        }
+    }
+
+    /// A stored idempotent response, if this user already used this key.
+    pub async fn idempotent_response(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<IdempotencyRecord>> {
+        match &self.backend {
+            Backend::Pg(s) => s.idempotent_response(user_id, key).await,
+            Backend::Sqlite(s) => s.idempotent_response(user_id, key).await,
+        }
+    }
+
+    /// Recomputes every stream's hash chain; returns the first broken link, if any.
+    pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
+        match &self.backend {
+            Backend::Pg(s) => s.verify_chains().await,
+            Backend::Sqlite(s) => s.verify_chains().await,
+        }
+    }
+
+    /// A receiver that changes whenever new events may be readable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.wake.subscribe()
+    }
+
+    /// Wakes readers, e.g. after a checkpoint moved in another component.
+    pub fn nudge(&self) {
+        self.wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Runs `f` while holding the leadership lock `name` (PostgreSQL advisory lock). Returns
+    /// `None` at once if another process holds it. SQLite is single-process: always leader.
+    pub async fn try_lead(&self, name: &str) -> anyhow::Result<Option<Leadership>> {
+        match &self.backend {
+            Backend::Pg(s) => s.try_lead(name).await,
+            Backend::Sqlite(_) => Ok(Some(Leadership::default())),
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(2), async {
+            match &self.backend {
+                Backend::Pg(s) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
+                Backend::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.read).await.map(|_| ()),
+            }
+        })
+        .await
+        .context("database ping timed out")?
+        .context("database ping failed")
+    }
+
+    /// Test and audit support: overwrite one stored payload without touching its hash.
+    #[doc(hidden)]
+    pub async fn tamper_payload_for_tests(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        payload: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Pg(s) => {
+                sqlx::query("UPDATE events SET payload = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4")
+                    .bind(payload).bind(aggregate_type).bind(aggregate_id).bind(sequence)
+                    .execute(&s.pool).await?;
+            }
+            Backend::Sqlite(s) => {
+                sqlx::query("UPDATE events SET payload = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4")
+                    .bind(payload.to_string()).bind(aggregate_type).bind(aggregate_id).bind(sequence)
+                    .execute(&s.write).await?;
+            }
+        }
+        Ok(())
+    }
+}

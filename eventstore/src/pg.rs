@@ -1,0 +1,422 @@
+//! PostgreSQL backend: postgres-es loads streams; appends, the gap-safe log and leadership are ours.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{Connection, PgPool, Row};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::chain::{event_hash, payload_hash, ChainRow, ChainVerifier};
+use crate::{
+    AppendError, AppendRequest, Checkpoint, EventMetadata, IdempotencyRecord, Leadership,
+    LoadedEvent, LogBatch, StoredEvent, VerifyReport,
+};
+
+pub(crate) const NOTIFY_CHANNEL: &str = "fafcab_events";
+
+#[derive(Clone)]
+pub(crate) struct PgStore {
+    pub pool: PgPool,
+    url: String,
+    repo: std::sync::Arc<PostgresEventRepository>,
+}
+
+const LOG_COLUMNS: &str =
+    "position, tx_id::text AS tx, event_id, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata, recorded_at, hash";
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .context("failed to connect to PostgreSQL")?;
+        sqlx::migrate!("../migrations/postgres")
+            .run(&pool)
+            .await
+            .context("failed to run PostgreSQL migrations")?;
+        let repo = std::sync::Arc::new(PostgresEventRepository::new(pool.clone()));
+        Ok(Self {
+            pool,
+            url: url.to_string(),
+            repo,
+        })
+    }
+
+    /// Forwards NOTIFYs from other processes' appends to local readers; reconnects on failure.
+    pub fn spawn_listener(&self, wake: watch::Sender<u64>) {
+        let url = self.url.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match PgListener::connect(&url).await {
+                    Ok(mut listener) => {
+                        if listener.listen(NOTIFY_CHANNEL).await.is_ok() {
+                            backoff = Duration::from_millis(100);
+                            // A reconnect may have missed notifications: wake readers once.
+                            wake.send_modify(|n| *n = n.wrapping_add(1));
+                            while listener.recv().await.is_ok() {
+                                wake.send_modify(|n| *n = n.wrapping_add(1));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "event listener cannot connect; retrying"),
+                }
+                if wake.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    pub async fn load<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        after: i64,
+    ) -> anyhow::Result<Vec<LoadedEvent>> {
+        let events = if after <= 0 {
+            self.repo
+                .get_events::<A>(aggregate_id)
+                .await
+                .map_err(|e| anyhow::anyhow!("failed to load stream: {e}"))?
+                .into_iter()
+                .map(|e| LoadedEvent {
+                    sequence: e.sequence as i64,
+                    event_type: e.event_type,
+                    event_version: e.event_version,
+                    payload: e.payload,
+                })
+                .collect()
+        } else {
+            // Catching up a cached aggregate: a parameterised statement the driver can keep prepared.
+            sqlx::query(
+                "SELECT sequence, event_type, event_version, payload FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
+            )
+            .bind(A::TYPE)
+            .bind(aggregate_id)
+            .bind(after)
+            .fetch_all(&self.pool)
+            .await
+            .context("failed to load stream")?
+            .into_iter()
+            .map(|r| LoadedEvent {
+                sequence: r.get("sequence"),
+                event_type: r.get("event_type"),
+                event_version: r.get("event_version"),
+                payload: r.get("payload"),
+            })
+            .collect()
+        };
+        Ok(events)
+    }
+
+    pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
+        let mut tx = self.pool.begin().await.context("failed to begin")?;
+        let last = sqlx::query(
+            "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             ORDER BY sequence DESC LIMIT 1",
+        )
+        .bind(&req.aggregate_type)
+        .bind(&req.aggregate_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("failed to read the stream head")?;
+        let (last_seq, mut prev_hash): (i64, Vec<u8>) = match last {
+            Some(r) => (r.get("sequence"), r.get("hash")),
+            None => (0, Vec::new()),
+        };
+        if last_seq != req.expected_sequence {
+            return Err(AppendError::Conflict);
+        }
+        // First: a concurrent duplicate waits here for the original and then replays it,
+        // instead of tripping over the claims the original made.
+        if let Some(idem) = &req.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
+            )
+            .bind(&idem.user_id)
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(idem.status as i32)
+            .bind(&idem.body)
+            .execute(&mut *tx)
+            .await
+            .context("failed to store the idempotency record")?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(AppendError::IdempotencyKeyUsed);
+            }
+        }
+        for c in &req.releases {
+            sqlx::query("DELETE FROM claims WHERE scope = $1 AND value = $2 AND owner = $3")
+                .bind(&c.scope)
+                .bind(&c.value)
+                .bind(&c.owner)
+                .execute(&mut *tx)
+                .await
+                .context("failed to release a claim")?;
+        }
+        for c in &req.claims {
+            let inserted = sqlx::query(
+                "INSERT INTO claims (scope, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&c.scope)
+            .bind(&c.value)
+            .bind(&c.owner)
+            .execute(&mut *tx)
+            .await
+            .context("failed to claim")?
+            .rows_affected();
+            if inserted == 0 {
+                let owner: Option<String> =
+                    sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND value = $2")
+                        .bind(&c.scope)
+                        .bind(&c.value)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .context("failed to read a claim")?;
+                if owner.as_deref() != Some(c.owner.as_str()) {
+                    return Err(AppendError::ClaimTaken(c.clone()));
+                }
+            }
+        }
+        let recorded_at = crate::chain::now_micros();
+        let mut stored = Vec::with_capacity(req.events.len());
+        for (i, ev) in req.events.iter().enumerate() {
+            let sequence = last_seq + 1 + i as i64;
+            let event_id = Uuid::now_v7();
+            let ph = payload_hash(&ev.payload);
+            let hash = event_hash(
+                &prev_hash,
+                &req.aggregate_type,
+                &req.aggregate_id,
+                sequence,
+                &ev.event_type,
+                &ev.event_version,
+                event_id,
+                &recorded_at,
+                &req.metadata,
+                &ph,
+            );
+            let row = sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                 payload, metadata, event_id, recorded_at, payload_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING position, tx_id::text AS tx",
+            )
+            .bind(&req.aggregate_type)
+            .bind(&req.aggregate_id)
+            .bind(sequence)
+            .bind(&ev.event_type)
+            .bind(&ev.event_version)
+            .bind(&ev.payload)
+            .bind(serde_json::to_value(&req.metadata).context("metadata")?)
+            .bind(event_id)
+            .bind(recorded_at)
+            .bind(&ph)
+            .bind(&hash)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(map_insert_error)?;
+            let tx_text: String = row.get("tx");
+            stored.push(StoredEvent {
+                position: row.get("position"),
+                tx_id: tx_text.parse().context("bad xid8")?,
+                event_id,
+                aggregate_type: req.aggregate_type.clone(),
+                aggregate_id: req.aggregate_id.clone(),
+                sequence,
+                event_type: ev.event_type.clone(),
+                event_version: ev.event_version.clone(),
+                payload: ev.payload.clone(),
+                metadata: req.metadata.clone(),
+                recorded_at,
+                hash: hash.clone(),
+            });
+            prev_hash = hash;
+        }
+        tx.commit().await.map_err(map_insert_error)?;
+        Ok(stored)
+    }
+
+    pub async fn read_log(&self, after: Checkpoint, limit: i64) -> anyhow::Result<LogBatch> {
+        // Rows of transactions below the snapshot's xmin are final: nothing can ever be inserted
+        // before them in (tx_id, position) order, so the reader never steps over a late commit.
+        let rows = sqlx::query(&format!(
+            "SELECT {LOG_COLUMNS} FROM events \
+             WHERE (tx_id, position) > ($1::text::xid8, $2) \
+               AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id, position LIMIT $3"
+        ))
+        .bind(after.tx_id.to_string())
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .context("failed to read the log")?;
+        let events = rows
+            .iter()
+            .map(decode_log_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pending = if (events.len() as i64) < limit {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .context("failed to check for pending events")?
+        } else {
+            false
+        };
+        Ok(LogBatch { events, pending })
+    }
+
+    pub async fn checkpoint_of(&self, position: i64) -> anyhow::Result<Option<Checkpoint>> {
+        let row = sqlx::query("SELECT tx_id::text AS tx FROM events WHERE position = $1")
+            .bind(position)
+            .fetch_optional(&self.pool)
+            .await
+            .context("failed to look up a position")?;
+        row.map(|r| {
+            let tx: String = r.get("tx");
+            Ok(Checkpoint {
+                tx_id: tx.parse()?,
+                position,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn head_position(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")
+                .fetch_one(&self.pool)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    pub async fn idempotent_response(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> anyhow::Result<Option<IdempotencyRecord>> {
+        let row = sqlx::query(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .context("failed to read an idempotency key")?;
+        Ok(row.map(|r| IdempotencyRecord {
+            user_id: user_id.to_string(),
+            key: key.to_string(),
+            request_hash: r.get("request_hash"),
+            status: r.get::<i32, _>("status") as u16,
+            body: r.get("body"),
+        }))
+    }
+
+    pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
+        use futures::TryStreamExt;
+        let mut verifier = ChainVerifier::new();
+        let mut rows = sqlx::query(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, \
+             recorded_at, metadata, payload, payload_hash, hash FROM events \
+             ORDER BY aggregate_type, aggregate_id, sequence",
+        )
+        .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await.context("failed to read events")? {
+            let metadata: Value = r.get("metadata");
+            let row = ChainRow {
+                aggregate_type: r.get("aggregate_type"),
+                aggregate_id: r.get("aggregate_id"),
+                sequence: r.get("sequence"),
+                event_type: r.get("event_type"),
+                event_version: r.get("event_version"),
+                event_id: r.get("event_id"),
+                recorded_at: r.get::<DateTime<Utc>, _>("recorded_at"),
+                metadata: serde_json::from_value(metadata).context("bad metadata")?,
+                payload: r.get("payload"),
+                payload_hash: r.get("payload_hash"),
+                hash: r.get("hash"),
+            };
+            if !verifier.check(row) {
+                break;
+            }
+        }
+        Ok(verifier.report)
+    }
+
+    pub async fn try_lead(&self, name: &str) -> anyhow::Result<Option<Leadership>> {
+        let conn = self
+            .pool
+            .acquire()
+            .await
+            .context("failed to get a connection")?;
+        // Detached: dropping the leadership closes the session and so releases the lock.
+        let mut conn = conn.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(lock_key(name))
+            .fetch_one(&mut conn)
+            .await
+            .context("failed to try the advisory lock")?;
+        if got {
+            Ok(Some(Leadership { _conn: Some(conn) }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
+
+fn lock_key(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("fafcab-leader:{name}"));
+    i64::from_be_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+fn map_insert_error(e: sqlx::Error) -> AppendError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.code().as_deref() == Some("23505") && db.constraint() == Some("events_pkey") {
+            return AppendError::Conflict;
+        }
+        // Serialization failures can only come from a stricter isolation level; treat as contention.
+        if db.code().as_deref() == Some("40001") {
+            return AppendError::Conflict;
+        }
+    }
+    AppendError::Store(anyhow::Error::new(e).context("failed to append events"))
+}
+
+fn decode_log_row(r: &sqlx::postgres::PgRow) -> anyhow::Result<StoredEvent> {
+    let tx: String = r.get("tx");
+    let metadata: Value = r.get("metadata");
+    Ok(StoredEvent {
+        position: r.get("position"),
+        tx_id: tx.parse().context("bad xid8")?,
+        event_id: r.get("event_id"),
+        aggregate_type: r.get("aggregate_type"),
+        aggregate_id: r.get("aggregate_id"),
+        sequence: r.get("sequence"),
+        event_type: r.get("event_type"),
+        event_version: r.get("event_version"),
+        payload: r.get("payload"),
+        metadata: serde_json::from_value::<EventMetadata>(metadata).context("bad metadata")?,
+        recorded_at: r.get("recorded_at"),
+        hash: r.get("hash"),
+    })
+}

@@ -1,0 +1,10 @@
+//! Projection workers and read models. Every read model is built from the committed global log,
+//! and each batch of changes commits together with the projection's checkpoint.
+
+pub mod cloudevents;
+pub mod metrics;
+pub mod page;
+pub mod runtime;
+pub mod tea;
+
+pub use runtime::{Projection, ProjectionRunner};

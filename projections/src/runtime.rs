@@ -1,0 +1,301 @@
+//! The projection runtime: one task per projection reads the global log from its checkpoint and
+//! commits each batch of read-model changes together with the new checkpoint. It wakes on local
+//! appends and on NOTIFY from other processes; only the holder of the projection's advisory lock
+//! applies anything, and a conditional checkpoint update makes a lost lock harmless.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::Utc;
+use eventstore::{tx_exec, tx_fetch_optional, Checkpoint, Db, EventStore, StoredEvent, Tx};
+use tokio::sync::watch;
+use tracing::instrument;
+
+/// Events applied per transaction.
+pub const BATCH_SIZE: i64 = 500;
+/// Fallback poll when no wake-up arrives (a missed NOTIFY can only delay, never lose, an event).
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
+
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Applies one event inside the batch's transaction. Events it does not know are ignored.
+    async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()>;
+    /// Deletes every row of the read model (for a rebuild).
+    async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()>;
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    tx_id: i64,
+    position: i64,
+}
+
+pub async fn load_checkpoint(tx: &mut Tx, name: &str) -> anyhow::Result<Checkpoint> {
+    let row = tx_fetch_optional!(
+        tx,
+        CheckpointRow,
+        "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1",
+        name
+    )?;
+    Ok(row
+        .map(|r| Checkpoint {
+            tx_id: r.tx_id as u64,
+            position: r.position,
+        })
+        .unwrap_or(Checkpoint::START))
+}
+
+/// Moves the checkpoint from `from` to `to`; fails if another worker moved it meanwhile.
+pub async fn save_checkpoint(
+    tx: &mut Tx,
+    name: &str,
+    from: Checkpoint,
+    to: Checkpoint,
+) -> anyhow::Result<()> {
+    let n = tx_exec!(
+        tx,
+        "INSERT INTO projection_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, \
+         updated_at = excluded.updated_at \
+         WHERE projection_checkpoints.tx_id = $5 AND projection_checkpoints.position = $6",
+        name,
+        to.tx_id as i64,
+        to.position,
+        Utc::now(),
+        from.tx_id as i64,
+        from.position
+    )?;
+    anyhow::ensure!(
+        n == 1,
+        "checkpoint of {name} moved under us (another worker?)"
+    );
+    Ok(())
+}
+
+/// Starts and tracks the projection workers of this process.
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    store: EventStore,
+    projections: Vec<Arc<dyn Projection>>,
+    progress: Arc<HashMap<&'static str, watch::Sender<Checkpoint>>>,
+}
+
+impl ProjectionRunner {
+    pub fn new(store: EventStore, projections: Vec<Arc<dyn Projection>>) -> Self {
+        let progress = projections
+            .iter()
+            .map(|p| (p.name(), watch::channel(Checkpoint::START).0))
+            .collect();
+        Self {
+            store,
+            projections,
+            progress: Arc::new(progress),
+        }
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.projections.iter().map(|p| p.name()).collect()
+    }
+
+    /// Spawns one worker task per projection.
+    pub fn spawn(&self) {
+        for p in &self.projections {
+            let store = self.store.clone();
+            let p = p.clone();
+            let progress = self.progress[p.name()].clone();
+            tokio::spawn(async move { run_forever(store, p, progress).await });
+        }
+    }
+
+    /// Waits until projection `name` has applied the event at `target`, or the deadline passes.
+    /// Works whether or not this process runs the worker (it then polls the checkpoint table).
+    pub async fn wait_for(&self, name: &str, target: Checkpoint, deadline: Duration) -> bool {
+        let Some(sender) = self.progress.get(name) else {
+            return false;
+        };
+        let mut rx = sender.subscribe();
+        let db = self.store.db();
+        let wait = async {
+            loop {
+                if *rx.borrow_and_update() >= target {
+                    return true;
+                }
+                tokio::select! {
+                    changed = rx.changed() => { if changed.is_err() { return false; } }
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                        if let Ok(cp) = read_checkpoint(&db, name).await {
+                            if cp >= target { return true; }
+                        }
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.unwrap_or(false)
+    }
+
+    /// The checkpoint this process last saw for `name`.
+    pub fn progress(&self, name: &str) -> Option<Checkpoint> {
+        self.progress.get(name).map(|s| *s.borrow())
+    }
+
+    /// Drops projection `name`'s read model and rebuilds it from the whole log, in one
+    /// transaction (readers see the old model until the new one commits).
+    pub async fn rebuild(&self, name: &str) -> anyhow::Result<u64> {
+        let p = self
+            .projections
+            .iter()
+            .find(|p| p.name() == name)
+            .with_context(|| format!("no projection named {name:?}; known: {:?}", self.names()))?;
+        let db = self.store.db();
+        let mut tx = db.begin().await?;
+        p.reset(&mut tx).await?;
+        tx_exec!(
+            &mut tx,
+            "DELETE FROM projection_checkpoints WHERE name = $1",
+            name
+        )?;
+        let mut cp = Checkpoint::START;
+        let mut applied = 0u64;
+        loop {
+            let batch = self.store.read_log(cp, BATCH_SIZE).await?;
+            if batch.events.is_empty() {
+                if batch.pending {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                break;
+            }
+            for e in &batch.events {
+                p.apply(&mut tx, e).await?;
+                cp = e.checkpoint();
+                applied += 1;
+            }
+        }
+        save_checkpoint(&mut tx, name, Checkpoint::START, cp).await?;
+        tx.commit().await?;
+        if let Some(s) = self.progress.get(name) {
+            s.send_replace(cp);
+        }
+        Ok(applied)
+    }
+}
+
+async fn read_checkpoint(db: &Db, name: &str) -> anyhow::Result<Checkpoint> {
+    let row = eventstore::db_fetch_optional!(
+        db,
+        CheckpointRow,
+        "SELECT tx_id, position FROM projection_checkpoints WHERE name = $1",
+        name
+    )?;
+    Ok(row
+        .map(|r| Checkpoint {
+            tx_id: r.tx_id as u64,
+            position: r.position,
+        })
+        .unwrap_or(Checkpoint::START))
+}
+
+async fn run_forever(
+    store: EventStore,
+    p: Arc<dyn Projection>,
+    progress: watch::Sender<Checkpoint>,
+) {
+    let name = p.name();
+    loop {
+        let lead = match store.try_lead(name).await {
+            Ok(Some(lead)) => lead,
+            Ok(None) => {
+                // Someone else leads: follow their checkpoint for waiters, try again later.
+                if let Ok(cp) = read_checkpoint(&store.db(), name).await {
+                    progress.send_replace(cp);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(projection = name, error = %e, "cannot try leadership; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        tracing::info!(projection = name, "projection worker leads");
+        if let Err(e) = lead_loop(&store, p.as_ref(), &progress).await {
+            crate::metrics::PROJECTION_ERRORS
+                .with_label_values(&[name])
+                .inc();
+            tracing::error!(
+                projection = name,
+                error = format!("{e:#}"),
+                "projection batch failed; retrying"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        drop(lead);
+    }
+}
+
+async fn lead_loop(
+    store: &EventStore,
+    p: &dyn Projection,
+    progress: &watch::Sender<Checkpoint>,
+) -> anyhow::Result<()> {
+    let name = p.name();
+    let db = store.db();
+    let mut wake = store.subscribe();
+    let mut cp = read_checkpoint(&db, name).await?;
+    progress.send_replace(cp);
+    let mut pending_backoff = Duration::from_millis(1);
+    loop {
+        wake.borrow_and_update();
+        let batch = store.read_log(cp, BATCH_SIZE).await?;
+        if batch.events.is_empty() {
+            if batch.pending {
+                // A writer is still committing: its commit will be visible in a moment.
+                tokio::time::sleep(pending_backoff).await;
+                pending_backoff = (pending_backoff * 2).min(Duration::from_millis(50));
+            } else {
+                let _ = tokio::time::timeout(IDLE_POLL, wake.changed()).await;
+            }
+            continue;
+        }
+        pending_backoff = Duration::from_millis(1);
+        cp = apply_batch(&db, p, cp, &batch.events).await?;
+        progress.send_replace(cp);
+    }
+}
+
+#[instrument(skip_all, fields(projection = p.name(), events = events.len()))]
+async fn apply_batch(
+    db: &Db,
+    p: &dyn Projection,
+    from: Checkpoint,
+    events: &[StoredEvent],
+) -> anyhow::Result<Checkpoint> {
+    let name = p.name();
+    let mut tx = db.begin().await?;
+    let mut to = from;
+    for e in events {
+        p.apply(&mut tx, e)
+            .await
+            .with_context(|| format!("{name} failed on event at position {}", e.position))?;
+        to = e.checkpoint();
+    }
+    save_checkpoint(&mut tx, name, from, to).await?;
+    tx.commit().await?;
+    let now = Utc::now();
+    let lag = crate::metrics::PROJECTION_LAG_SECONDS.with_label_values(&[name]);
+    for e in events {
+        lag.observe((now - e.recorded_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+    }
+    crate::metrics::PROJECTION_EVENTS
+        .with_label_values(&[name])
+        .inc_by(events.len() as u64);
+    crate::metrics::PROJECTION_POSITION
+        .with_label_values(&[name])
+        .set(to.position);
+    Ok(to)
+}
