@@ -156,15 +156,27 @@ impl CommandBus {
         self.appended.load(Ordering::Relaxed)
     }
 
-    /// Loads the current state of one aggregate (for reads that must see the write model).
+    /// Loads the current state of one aggregate, caught up with the store.
     pub async fn load<A>(&self, aggregate_id: &str) -> Result<(i64, A), CommandError>
     where
         A: Aggregate + Clone + 'static,
     {
-        let (mut seq, mut state) = self
+        let (seq, _, state) = self.load_fresh::<A>(aggregate_id).await?;
+        Ok((seq, state))
+    }
+
+    /// The cached state (if any) caught up with every event stored after it.
+    async fn load_fresh<A>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(i64, Option<Vec<u8>>, A), CommandError>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        let (mut seq, mut hash, mut state) = self
             .cache
             .get::<A>(A::TYPE, aggregate_id)
-            .unwrap_or_else(|| (0, A::default()));
+            .unwrap_or_else(|| (0, Some(Vec::new()), A::default()));
         let events = self.store.load::<A>(aggregate_id, seq).await?;
         for e in events {
             let event: A::Event =
@@ -173,8 +185,9 @@ impl CommandBus {
                 })?;
             state.apply(event);
             seq = e.sequence;
+            hash = e.hash;
         }
-        Ok((seq, state))
+        Ok((seq, hash, state))
     }
 
     /// Runs `command` on aggregate `aggregate_id`, retrying conflicts.
@@ -198,15 +211,29 @@ impl CommandBus {
             }
         }
         let _serial = self.stripe(A::TYPE, aggregate_id).lock().await;
-        for attempt in 0..MAX_ATTEMPTS {
-            let (seq, before) = self.load::<A>(aggregate_id).await?;
+        let mut attempt = 0;
+        let mut trust_cache = true;
+        while attempt < MAX_ATTEMPTS {
+            let cached = if trust_cache {
+                self.cache.get::<A>(A::TYPE, aggregate_id)
+            } else {
+                None
+            };
+            let verified = cached.is_none();
+            let (seq, hash, before) = match cached {
+                Some(c) => c,
+                None => self.load_fresh::<A>(aggregate_id).await?,
+            };
             let mut after = before.clone();
             let sink = EventSink::<A>::default();
-            after
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(CommandError::domain)?;
+            let decided = after.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
+            if !verified && (decided.is_err() || events.is_empty()) {
+                // Refusals and no-ops must hold on fresh state, not only on what this process saw.
+                trust_cache = false;
+                continue;
+            }
+            decided.map_err(CommandError::domain)?;
             if events.is_empty() {
                 return Ok(Executed::Done {
                     state: after,
@@ -242,6 +269,7 @@ impl CommandBus {
                 aggregate_type: A::TYPE.to_string(),
                 aggregate_id: aggregate_id.to_string(),
                 expected_sequence: seq,
+                expected_hash: hash,
                 events: new_events,
                 metadata: ctx.metadata(),
                 claims,
@@ -250,10 +278,16 @@ impl CommandBus {
             };
             match self.store.append(req).await {
                 Ok(stored) => {
-                    let last = stored.last().map(|s| s.sequence).unwrap_or(seq);
+                    let last = stored.last().expect("at least one event");
                     self.appended
                         .fetch_add(stored.len() as u64, Ordering::Relaxed);
-                    self.cache.put(A::TYPE, aggregate_id, last, after.clone());
+                    self.cache.put(
+                        A::TYPE,
+                        aggregate_id,
+                        last.sequence,
+                        Some(last.hash.clone()),
+                        after.clone(),
+                    );
                     return Ok(Executed::Done {
                         state: after,
                         events,
@@ -261,8 +295,10 @@ impl CommandBus {
                     });
                 }
                 Err(AppendError::Conflict) => {
+                    attempt += 1;
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                     self.cache.forget(A::TYPE, aggregate_id);
+                    trust_cache = false;
                     let cap = 1u64 << attempt.min(6);
                     let jitter = rand::rng().random_range(0..=cap * 1_000);
                     tokio::time::sleep(Duration::from_micros(jitter)).await;

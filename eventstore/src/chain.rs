@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::EventMetadata;
+use crate::{AppendRequest, EventMetadata, StoredEvent};
 
 /// The first broken link found by `audit verify`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,6 +162,98 @@ impl ChainVerifier {
         self.prev_hash = row.hash;
         true
     }
+}
+
+/// One event of an append, numbered and hashed, ready to insert.
+pub(crate) struct Prepared {
+    pub sequence: i64,
+    pub event_id: Uuid,
+    pub payload_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Numbers and chains the events of `req` after the stream's last sequence and hash.
+pub(crate) fn prepare(
+    req: &AppendRequest,
+    last_seq: i64,
+    mut prev_hash: Vec<u8>,
+    recorded_at: &DateTime<Utc>,
+) -> Vec<Prepared> {
+    req.events
+        .iter()
+        .enumerate()
+        .map(|(i, ev)| {
+            let sequence = last_seq + 1 + i as i64;
+            let event_id = Uuid::now_v7();
+            let ph = payload_hash(&ev.payload);
+            let hash = event_hash(
+                &prev_hash,
+                &req.aggregate_type,
+                &req.aggregate_id,
+                sequence,
+                &ev.event_type,
+                &ev.event_version,
+                event_id,
+                recorded_at,
+                &req.metadata,
+                &ph,
+            );
+            prev_hash = hash.clone();
+            Prepared {
+                sequence,
+                event_id,
+                payload_hash: ph,
+                hash,
+            }
+        })
+        .collect()
+}
+
+/// The stored form of the `i`-th event of `req` once the database assigned its place.
+pub(crate) fn stored(
+    req: &AppendRequest,
+    i: usize,
+    p: &Prepared,
+    position: i64,
+    tx_id: u64,
+    recorded_at: DateTime<Utc>,
+) -> StoredEvent {
+    let ev = &req.events[i];
+    StoredEvent {
+        position,
+        tx_id,
+        event_id: p.event_id,
+        aggregate_type: req.aggregate_type.clone(),
+        aggregate_id: req.aggregate_id.clone(),
+        sequence: p.sequence,
+        event_type: ev.event_type.clone(),
+        event_version: ev.event_version.clone(),
+        payload: ev.payload.clone(),
+        metadata: req.metadata.clone(),
+        recorded_at,
+        hash: p.hash.clone(),
+    }
+}
+
+/// `INSERT INTO events … VALUES (…), (…)` for `n` events, eleven parameters each.
+pub(crate) fn insert_sql(n: usize, returning: &str) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, event_id, recorded_at, payload_hash, hash) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let b = i * 11;
+        let params: Vec<String> = (1..=11).map(|k| format!("${}", b + k)).collect();
+        sql.push('(');
+        sql.push_str(&params.join(", "));
+        sql.push(')');
+    }
+    sql.push(' ');
+    sql.push_str(returning);
+    sql
 }
 
 /// Now, truncated to the microsecond so both backends store and hash the same instant.

@@ -111,3 +111,62 @@ macro_rules! db_exec {
         }
     };
 }
+
+/// A bind value for statements whose parameter count is only known at run time (bulk writes).
+#[derive(Debug, Clone)]
+pub enum Arg {
+    I64(i64),
+    Text(String),
+    OptText(Option<String>),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl Tx {
+    /// Executes `sql` with `args` bound in order.
+    pub async fn execute_args(&mut self, sql: &str, args: Vec<Arg>) -> sqlx::Result<u64> {
+        macro_rules! bind_all {
+            ($q:expr) => {{
+                let mut q = $q;
+                for a in args {
+                    q = match a {
+                        Arg::I64(v) => q.bind(v),
+                        Arg::Text(v) => q.bind(v),
+                        Arg::OptText(v) => q.bind(v),
+                        Arg::Time(v) => q.bind(v),
+                    };
+                }
+                q
+            }};
+        }
+        match self {
+            Tx::Pg(t) => bind_all!(sqlx::query(sql))
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected()),
+            Tx::Sqlite(t) => bind_all!(sqlx::query(sql))
+                .execute(&mut **t)
+                .await
+                .map(|r| r.rows_affected()),
+        }
+    }
+}
+
+/// `($1, $2, …), ($k, …)`: `rows` groups of `cols` numbered placeholders.
+pub fn placeholders(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push_str(", ");
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}

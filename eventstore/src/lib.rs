@@ -9,7 +9,7 @@ mod types;
 mod upcast;
 
 pub use chain::{canonical_json, event_hash, payload_hash, ChainBreak};
-pub use db::{Db, Tx};
+pub use db::{placeholders, Arg, Db, Tx};
 pub use types::*;
 pub use upcast::Upcasters;
 

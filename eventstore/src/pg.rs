@@ -11,9 +11,8 @@ use serde_json::Value;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use crate::chain::{event_hash, payload_hash, ChainRow, ChainVerifier};
+use crate::chain::{insert_sql, prepare, stored as stored_event, ChainRow, ChainVerifier};
 use crate::{
     AppendError, AppendRequest, Checkpoint, EventMetadata, IdempotencyRecord, Leadership,
     LoadedEvent, LogBatch, StoredEvent, VerifyReport,
@@ -96,12 +95,13 @@ impl PgStore {
                     event_type: e.event_type,
                     event_version: e.event_version,
                     payload: e.payload,
+                    hash: None,
                 })
                 .collect()
         } else {
             // Catching up a cached aggregate: a parameterised statement the driver can keep prepared.
             sqlx::query(
-                "SELECT sequence, event_type, event_version, payload FROM events \
+                "SELECT sequence, event_type, event_version, payload, hash FROM events \
                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
             )
             .bind(A::TYPE)
@@ -116,6 +116,7 @@ impl PgStore {
                 event_type: r.get("event_type"),
                 event_version: r.get("event_version"),
                 payload: r.get("payload"),
+                hash: Some(r.get("hash")),
             })
             .collect()
         };
@@ -123,23 +124,39 @@ impl PgStore {
     }
 
     pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
-        let mut tx = self.pool.begin().await.context("failed to begin")?;
-        let last = sqlx::query(
-            "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-             ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(&req.aggregate_type)
-        .bind(&req.aggregate_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("failed to read the stream head")?;
-        let (last_seq, mut prev_hash): (i64, Vec<u8>) = match last {
-            Some(r) => (r.get("sequence"), r.get("hash")),
-            None => (0, Vec::new()),
-        };
-        if last_seq != req.expected_sequence {
-            return Err(AppendError::Conflict);
+        let simple = req.claims.is_empty() && req.releases.is_empty() && req.idempotency.is_none();
+        if let (true, Some(prev)) = (simple, req.expected_hash.clone()) {
+            // One statement in its own implicit transaction: nothing to read first.
+            let mut conn = self
+                .pool
+                .acquire()
+                .await
+                .context("failed to get a connection")?;
+            return insert_events(&mut conn, &req, prev).await;
         }
+        let mut tx = self.pool.begin().await.context("failed to begin")?;
+        let prev_hash = match req.expected_hash.clone() {
+            Some(h) => h,
+            None => {
+                let last = sqlx::query(
+                    "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                     ORDER BY sequence DESC LIMIT 1",
+                )
+                .bind(&req.aggregate_type)
+                .bind(&req.aggregate_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("failed to read the stream head")?;
+                let (last_seq, hash): (i64, Vec<u8>) = match last {
+                    Some(r) => (r.get("sequence"), r.get("hash")),
+                    None => (0, Vec::new()),
+                };
+                if last_seq != req.expected_sequence {
+                    return Err(AppendError::Conflict);
+                }
+                hash
+            }
+        };
         // First: a concurrent duplicate waits here for the original and then replays it,
         // instead of tripping over the claims the original made.
         if let Some(idem) = &req.idempotency {
@@ -193,60 +210,7 @@ impl PgStore {
                 }
             }
         }
-        let recorded_at = crate::chain::now_micros();
-        let mut stored = Vec::with_capacity(req.events.len());
-        for (i, ev) in req.events.iter().enumerate() {
-            let sequence = last_seq + 1 + i as i64;
-            let event_id = Uuid::now_v7();
-            let ph = payload_hash(&ev.payload);
-            let hash = event_hash(
-                &prev_hash,
-                &req.aggregate_type,
-                &req.aggregate_id,
-                sequence,
-                &ev.event_type,
-                &ev.event_version,
-                event_id,
-                &recorded_at,
-                &req.metadata,
-                &ph,
-            );
-            let row = sqlx::query(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                 payload, metadata, event_id, recorded_at, payload_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING position, tx_id::text AS tx",
-            )
-            .bind(&req.aggregate_type)
-            .bind(&req.aggregate_id)
-            .bind(sequence)
-            .bind(&ev.event_type)
-            .bind(&ev.event_version)
-            .bind(&ev.payload)
-            .bind(serde_json::to_value(&req.metadata).context("metadata")?)
-            .bind(event_id)
-            .bind(recorded_at)
-            .bind(&ph)
-            .bind(&hash)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_insert_error)?;
-            let tx_text: String = row.get("tx");
-            stored.push(StoredEvent {
-                position: row.get("position"),
-                tx_id: tx_text.parse().context("bad xid8")?,
-                event_id,
-                aggregate_type: req.aggregate_type.clone(),
-                aggregate_id: req.aggregate_id.clone(),
-                sequence,
-                event_type: ev.event_type.clone(),
-                event_version: ev.event_version.clone(),
-                payload: ev.payload.clone(),
-                metadata: req.metadata.clone(),
-                recorded_at,
-                hash: hash.clone(),
-            });
-            prev_hash = hash;
-        }
+        let stored = insert_events(&mut tx, &req, prev_hash).await?;
         tx.commit().await.map_err(map_insert_error)?;
         Ok(stored)
     }
@@ -270,7 +234,8 @@ impl PgStore {
             .iter()
             .map(decode_log_row)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let pending = if (events.len() as i64) < limit {
+        // Only an empty batch needs to know whether it is empty because a writer is mid-commit.
+        let pending = if events.is_empty() {
             sqlx::query_scalar::<_, bool>(
                 "SELECT EXISTS (SELECT 1 FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot()))",
             )
@@ -381,6 +346,56 @@ impl PgStore {
             Ok(None)
         }
     }
+}
+
+/// Inserts the request's events with one multi-row statement.
+async fn insert_events(
+    conn: &mut sqlx::PgConnection,
+    req: &AppendRequest,
+    prev_hash: Vec<u8>,
+) -> Result<Vec<StoredEvent>, AppendError> {
+    let recorded_at = crate::chain::now_micros();
+    let prepared = prepare(req, req.expected_sequence, prev_hash, &recorded_at);
+    let metadata = serde_json::to_value(&req.metadata).context("metadata")?;
+    let sql = insert_sql(
+        req.events.len(),
+        "RETURNING sequence, position, tx_id::text AS tx",
+    );
+    let mut q = sqlx::query(&sql);
+    for (ev, p) in req.events.iter().zip(&prepared) {
+        q = q
+            .bind(&req.aggregate_type)
+            .bind(&req.aggregate_id)
+            .bind(p.sequence)
+            .bind(&ev.event_type)
+            .bind(&ev.event_version)
+            .bind(&ev.payload)
+            .bind(&metadata)
+            .bind(p.event_id)
+            .bind(recorded_at)
+            .bind(&p.payload_hash)
+            .bind(&p.hash);
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(map_insert_error)?;
+    let mut places = std::collections::HashMap::new();
+    for r in rows {
+        let tx: String = r.get("tx");
+        places.insert(
+            r.get::<i64, _>("sequence"),
+            (
+                r.get::<i64, _>("position"),
+                tx.parse::<u64>().context("bad xid8")?,
+            ),
+        );
+    }
+    Ok(prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (position, tx_id) = places.get(&p.sequence).copied().unwrap_or_default();
+            stored_event(req, i, p, position, tx_id, recorded_at)
+        })
+        .collect())
 }
 
 fn lock_key(name: &str) -> i64 {

@@ -11,9 +11,10 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
-use uuid::Uuid;
 
-use crate::chain::{event_hash, format_time, payload_hash, ChainRow, ChainVerifier};
+use crate::chain::{
+    format_time, insert_sql, prepare, stored as stored_event, ChainRow, ChainVerifier,
+};
 use crate::{
     AppendError, AppendRequest, Checkpoint, IdempotencyRecord, LoadedEvent, LogBatch, StoredEvent,
     VerifyReport,
@@ -65,7 +66,7 @@ impl SqliteStore {
         after: i64,
     ) -> anyhow::Result<Vec<LoadedEvent>> {
         let rows = sqlx::query(
-            "SELECT sequence, event_type, event_version, payload FROM events \
+            "SELECT sequence, event_type, event_version, payload, hash FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3 ORDER BY sequence",
         )
         .bind(A::TYPE)
@@ -82,29 +83,46 @@ impl SqliteStore {
                     event_type: r.get("event_type"),
                     event_version: r.get("event_version"),
                     payload: serde_json::from_str(&payload).context("bad payload")?,
+                    hash: Some(r.get("hash")),
                 })
             })
             .collect()
     }
 
     pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
-        let mut tx = self.write.begin().await.context("failed to begin")?;
-        let last = sqlx::query(
-            "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-             ORDER BY sequence DESC LIMIT 1",
-        )
-        .bind(&req.aggregate_type)
-        .bind(&req.aggregate_id)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("failed to read the stream head")?;
-        let (last_seq, mut prev_hash): (i64, Vec<u8>) = match last {
-            Some(r) => (r.get("sequence"), r.get("hash")),
-            None => (0, Vec::new()),
-        };
-        if last_seq != req.expected_sequence {
-            return Err(AppendError::Conflict);
+        let simple = req.claims.is_empty() && req.releases.is_empty() && req.idempotency.is_none();
+        if let (true, Some(prev)) = (simple, req.expected_hash.clone()) {
+            // One statement, autocommitted: nothing to read first.
+            let mut conn = self
+                .write
+                .acquire()
+                .await
+                .context("failed to get the writer")?;
+            return insert_events(&mut conn, &req, prev).await;
         }
+        let mut tx = self.write.begin().await.context("failed to begin")?;
+        let prev_hash = match req.expected_hash.clone() {
+            Some(h) => h,
+            None => {
+                let last = sqlx::query(
+                    "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                     ORDER BY sequence DESC LIMIT 1",
+                )
+                .bind(&req.aggregate_type)
+                .bind(&req.aggregate_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .context("failed to read the stream head")?;
+                let (last_seq, hash): (i64, Vec<u8>) = match last {
+                    Some(r) => (r.get("sequence"), r.get("hash")),
+                    None => (0, Vec::new()),
+                };
+                if last_seq != req.expected_sequence {
+                    return Err(AppendError::Conflict);
+                }
+                hash
+            }
+        };
         // First: a concurrent duplicate waits here for the original and then replays it,
         // instead of tripping over the claims the original made.
         if let Some(idem) = &req.idempotency {
@@ -157,60 +175,7 @@ impl SqliteStore {
                 }
             }
         }
-        let recorded_at = crate::chain::now_micros();
-        let metadata_json = serde_json::to_string(&req.metadata).context("metadata")?;
-        let mut stored = Vec::with_capacity(req.events.len());
-        for (i, ev) in req.events.iter().enumerate() {
-            let sequence = last_seq + 1 + i as i64;
-            let event_id = Uuid::now_v7();
-            let ph = payload_hash(&ev.payload);
-            let hash = event_hash(
-                &prev_hash,
-                &req.aggregate_type,
-                &req.aggregate_id,
-                sequence,
-                &ev.event_type,
-                &ev.event_version,
-                event_id,
-                &recorded_at,
-                &req.metadata,
-                &ph,
-            );
-            let position: i64 = sqlx::query_scalar(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                 payload, metadata, event_id, recorded_at, payload_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING position",
-            )
-            .bind(&req.aggregate_type)
-            .bind(&req.aggregate_id)
-            .bind(sequence)
-            .bind(&ev.event_type)
-            .bind(&ev.event_version)
-            .bind(ev.payload.to_string())
-            .bind(&metadata_json)
-            .bind(event_id.to_string())
-            .bind(format_time(&recorded_at))
-            .bind(&ph)
-            .bind(&hash)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(map_insert_error)?;
-            stored.push(StoredEvent {
-                position,
-                tx_id: 0,
-                event_id,
-                aggregate_type: req.aggregate_type.clone(),
-                aggregate_id: req.aggregate_id.clone(),
-                sequence,
-                event_type: ev.event_type.clone(),
-                event_version: ev.event_version.clone(),
-                payload: ev.payload.clone(),
-                metadata: req.metadata.clone(),
-                recorded_at,
-                hash: hash.clone(),
-            });
-            prev_hash = hash;
-        }
+        let stored = insert_events(&mut tx, &req, prev_hash).await?;
         tx.commit().await.map_err(map_insert_error)?;
         Ok(stored)
     }
@@ -299,6 +264,52 @@ impl SqliteStore {
         }
         Ok(verifier.report)
     }
+}
+
+/// Inserts the request's events with one multi-row statement.
+async fn insert_events(
+    conn: &mut sqlx::SqliteConnection,
+    req: &AppendRequest,
+    prev_hash: Vec<u8>,
+) -> Result<Vec<StoredEvent>, AppendError> {
+    let recorded_at = crate::chain::now_micros();
+    let prepared = prepare(req, req.expected_sequence, prev_hash, &recorded_at);
+    let metadata_json = serde_json::to_string(&req.metadata).context("metadata")?;
+    let sql = insert_sql(req.events.len(), "RETURNING sequence, position");
+    let mut q = sqlx::query(&sql);
+    for (ev, p) in req.events.iter().zip(&prepared) {
+        q = q
+            .bind(&req.aggregate_type)
+            .bind(&req.aggregate_id)
+            .bind(p.sequence)
+            .bind(&ev.event_type)
+            .bind(&ev.event_version)
+            .bind(ev.payload.to_string())
+            .bind(&metadata_json)
+            .bind(p.event_id.to_string())
+            .bind(format_time(&recorded_at))
+            .bind(&p.payload_hash)
+            .bind(&p.hash);
+    }
+    let rows = q.fetch_all(&mut *conn).await.map_err(map_insert_error)?;
+    let mut positions = std::collections::HashMap::new();
+    for r in rows {
+        positions.insert(r.get::<i64, _>("sequence"), r.get::<i64, _>("position"));
+    }
+    Ok(prepared
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            stored_event(
+                req,
+                i,
+                p,
+                positions.get(&p.sequence).copied().unwrap_or_default(),
+                0,
+                recorded_at,
+            )
+        })
+        .collect())
 }
 
 fn parse_time(s: &str) -> anyhow::Result<DateTime<Utc>> {

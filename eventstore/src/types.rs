@@ -29,6 +29,8 @@ pub struct LoadedEvent {
     pub event_type: String,
     pub event_version: String,
     pub payload: Value,
+    /// The row's chain hash, when the loader read it (postgres-es's loader does not).
+    pub hash: Option<Vec<u8>>,
 }
 
 /// An event as stored in the global log.
@@ -108,6 +110,10 @@ pub struct AppendRequest {
     /// Last sequence the command saw (0 for a new stream); the append fails with `Conflict`
     /// if another writer got there first.
     pub expected_sequence: i64,
+    /// Hash of the event at `expected_sequence` (empty for a new stream), if the caller knows it.
+    /// Lets the store append without reading the stream head first: the primary key still
+    /// refuses a stale sequence, and the event at that sequence can only have this hash.
+    pub expected_hash: Option<Vec<u8>>,
     pub events: Vec<NewEvent>,
     pub metadata: EventMetadata,
     pub claims: Vec<Claim>,

@@ -24,6 +24,15 @@ pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Applies one event inside the batch's transaction. Events it does not know are ignored.
     async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()>;
+    /// Applies a batch in order. Override to write runs of similar events in bulk.
+    async fn apply_batch(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        for e in events {
+            self.apply(tx, e).await.with_context(|| {
+                format!("{} failed on event at position {}", self.name(), e.position)
+            })?;
+        }
+        Ok(())
+    }
     /// Deletes every row of the read model (for a rebuild).
     async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()>;
 }
@@ -169,11 +178,9 @@ impl ProjectionRunner {
                 }
                 break;
             }
-            for e in &batch.events {
-                p.apply(&mut tx, e).await?;
-                cp = e.checkpoint();
-                applied += 1;
-            }
+            p.apply_batch(&mut tx, &batch.events).await?;
+            cp = batch.events.last().expect("non-empty").checkpoint();
+            applied += batch.events.len() as u64;
         }
         save_checkpoint(&mut tx, name, Checkpoint::START, cp).await?;
         tx.commit().await?;
@@ -277,13 +284,8 @@ async fn apply_batch(
 ) -> anyhow::Result<Checkpoint> {
     let name = p.name();
     let mut tx = db.begin().await?;
-    let mut to = from;
-    for e in events {
-        p.apply(&mut tx, e)
-            .await
-            .with_context(|| format!("{name} failed on event at position {}", e.position))?;
-        to = e.checkpoint();
-    }
+    p.apply_batch(&mut tx, events).await?;
+    let to = events.last().map(|e| e.checkpoint()).unwrap_or(from);
     save_checkpoint(&mut tx, name, from, to).await?;
     tx.commit().await?;
     let now = Utc::now();

@@ -71,6 +71,17 @@ impl Aggregate for Counter {
     }
 }
 
+/// Reads the log from `cp` once it holds `n` events. On PostgreSQL visibility follows the
+/// cluster-wide xmin horizon, so a transaction held open by another test (in another database)
+/// may delay, but never reorder or drop, what a reader sees.
+async fn read_n(s: &EventStore, cp: Checkpoint, n: usize) -> Vec<eventstore::StoredEvent> {
+    eventually(Duration::from_secs(20), || async {
+        let b = s.read_log(cp, 1000).await.unwrap();
+        (b.events.len() >= n).then_some(b.events)
+    })
+    .await
+}
+
 async fn store(b: Backend) -> EventStore {
     let url = fresh_database(b).await;
     EventStore::connect(&url, 8).await.expect("store")
@@ -98,6 +109,7 @@ fn req(id: &str, expected: i64, events: Vec<NewEvent>) -> AppendRequest {
         aggregate_type: "counter".into(),
         aggregate_id: id.into(),
         expected_sequence: expected,
+        expected_hash: None,
         events,
         metadata: meta("u_1"),
         claims: vec![],
@@ -132,14 +144,14 @@ async fn append_load_and_metadata_round_trip(b: Backend) {
         "loads after a sequence"
     );
     assert!(s.load::<Counter>("nobody", 0).await.unwrap().is_empty());
-    let log = s.read_log(Checkpoint::START, 10).await.unwrap();
+    let log = read_n(&s, Checkpoint::START, 2).await;
     assert_eq!(
-        log.events, stored,
+        log, stored,
         "what was appended is what the log returns, metadata and all"
     );
-    assert_eq!(log.events[0].metadata, r.metadata);
+    assert_eq!(log[0].metadata, r.metadata);
     assert!(
-        (chrono::Utc::now() - log.events[0].recorded_at)
+        (chrono::Utc::now() - log[0].recorded_at)
             .num_seconds()
             .abs()
             < 60
@@ -175,6 +187,21 @@ async fn optimistic_concurrency_conflict(b: Backend) {
     }
     assert_eq!(wins, 1);
     assert_eq!(s.load::<Counter>("c1", 0).await.unwrap().len(), 2);
+    // The fast path (caller knows the head's hash, nothing is read first) still refuses a stale
+    // sequence, and keeps the chain intact when the sequence is right.
+    let head = s.load::<Counter>("c1", 1).await.unwrap().pop().unwrap();
+    let mut stale = req("c1", 1, vec![added(1)]);
+    stale.expected_hash = Some(head.hash.clone().unwrap());
+    assert!(matches!(s.append(stale).await, Err(AppendError::Conflict)));
+    let mut fresh = req("c1", 2, vec![added(1), added(2)]);
+    fresh.expected_hash = head.hash.clone();
+    let stored = s.append(fresh).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert!(stored[0].position > 0 && stored[1].position > stored[0].position);
+    assert_eq!(s.verify_chains().await.unwrap().first_break, None);
 }
 
 async fn global_log_from_checkpoint(b: Backend) {
@@ -184,11 +211,12 @@ async fn global_log_from_checkpoint(b: Backend) {
             .await
             .unwrap();
     }
+    let all = read_n(&s, Checkpoint::START, 5).await;
+    assert_eq!(all.len(), 5);
     let first = s.read_log(Checkpoint::START, 2).await.unwrap().events;
     assert_eq!(first.len(), 2);
     let rest = s.read_log(first[1].checkpoint(), 100).await.unwrap().events;
     assert_eq!(rest.len(), 3);
-    let all = s.read_log(Checkpoint::START, 100).await.unwrap().events;
     assert_eq!([first, rest].concat(), all);
     let cp = s.checkpoint_of(all[2].position).await.unwrap().unwrap();
     assert_eq!(cp, all[2].checkpoint());
@@ -229,11 +257,11 @@ async fn upcasts_old_event_versions(b: Backend) {
         "SemanticVersionEventUpcaster writes a full semver"
     );
     assert_eq!(loaded[0].payload, json!({"amount": 7}));
-    let logged = s.read_log(Checkpoint::START, 10).await.unwrap();
-    assert_eq!(logged.events[0].payload, json!({"amount": 7}));
+    let logged = read_n(&s, Checkpoint::START, 1).await;
+    assert_eq!(logged[0].payload, json!({"amount": 7}));
     // The stored row is untouched (events are never rewritten) and its chain still verifies.
     assert_eq!(
-        raw.read_log(Checkpoint::START, 10).await.unwrap().events[0].payload,
+        read_n(&raw, Checkpoint::START, 1).await[0].payload,
         json!({"n": 7})
     );
     assert_eq!(s.verify_chains().await.unwrap().first_break, None);
@@ -256,7 +284,7 @@ async fn hash_chain_detects_tampering(b: Backend) {
         (2, 4, None)
     );
     // Each link depends on the previous one.
-    let log = s.read_log(Checkpoint::START, 10).await.unwrap().events;
+    let log = read_n(&s, Checkpoint::START, 4).await;
     let a: Vec<_> = log.iter().filter(|e| e.aggregate_id == "a").collect();
     let expected = eventstore::event_hash(
         &a[0].hash,
@@ -361,7 +389,7 @@ async fn postgres_log_is_gap_safe() {
         .await
         .unwrap();
 
-    let first = s.read_log(Checkpoint::START, 100).await.unwrap().events;
+    let first = read_n(&s, Checkpoint::START, 1).await;
     assert_eq!(first.len(), 1);
     let cp = first[0].checkpoint();
 
