@@ -79,7 +79,7 @@ impl Settings {
                 .parse()
                 .context("FAFCAB_ADDR must be host:port")?,
             database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/fafcab.db".into()),
-            db_max_connections: parse("FAFCAB_DB_MAX_CONNECTIONS", "16")?.clamp(2, 500) as u32,
+            db_max_connections: parse("FAFCAB_DB_MAX_CONNECTIONS", "8")?.clamp(2, 500) as u32,
             amqp_url: var("AMQP_URL"),
             jwt_secret_is_dev: jwt.is_none(),
             jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),

@@ -3,6 +3,7 @@
 
 mod chain;
 mod db;
+mod notify;
 mod pg;
 mod sqlite;
 mod types;
@@ -30,11 +31,13 @@ pub struct EventStore {
     upcasters: Upcasters,
     /// Bumped after every local append and every NOTIFY from another process; readers wait on it.
     wake: watch::Sender<u64>,
+    /// Bumped when another process reports that a projection checkpoint moved.
+    checkpoint_wake: watch::Sender<u64>,
 }
 
 #[derive(Clone)]
 enum Backend {
-    Pg(pg::PgStore),
+    Pg(pg::PgStore, notify::Notifier, notify::Notifier),
     Sqlite(sqlite::SqliteStore),
 }
 
@@ -42,12 +45,18 @@ impl EventStore {
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
         let (wake, _) = watch::channel(0);
+        let (checkpoint_wake, _) = watch::channel(0);
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Pg(
-                pg::PgStore::connect(url, max_connections)
-                    .await
-                    .context("failed to open the PostgreSQL event store")?,
-            )
+            let mut pg = pg::PgStore::connect(url, max_connections)
+                .await
+                .context("failed to open the PostgreSQL event store")?;
+            let own = notify::OwnPids::default();
+            let events =
+                notify::Notifier::spawn(url.to_string(), notify::EVENTS_CHANNEL, own.clone());
+            let checkpoints =
+                notify::Notifier::spawn(url.to_string(), notify::CHECKPOINTS_CHANNEL, own.clone());
+            pg.set_own_pids(own);
+            Backend::Pg(pg, events, checkpoints)
         } else if url.starts_with("sqlite:") {
             Backend::Sqlite(
                 sqlite::SqliteStore::connect(url, max_connections)
@@ -62,10 +71,11 @@ impl EventStore {
         let store = Self {
             backend,
             wake,
+            checkpoint_wake,
             upcasters: Upcasters::default(),
         };
-        if let Backend::Pg(pg) = &store.backend {
-            pg.spawn_listener(store.wake.clone());
+        if let Backend::Pg(pg, ..) = &store.backend {
+            pg.spawn_listener(store.wake.clone(), store.checkpoint_wake.clone());
         }
         Ok(store)
     }
@@ -73,7 +83,7 @@ impl EventStore {
     /// The database holding the log, for read models that must commit with their checkpoint.
     pub fn db(&self) -> Db {
         match &self.backend {
-            Backend::Pg(s) => Db::Pg(s.pool.clone()),
+            Backend::Pg(s, ..) => Db::Pg(s.pool.clone()),
             Backend::Sqlite(s) => Db::Sqlite {
                 read: s.read.clone(),
                 write: s.write.clone(),
@@ -83,7 +93,7 @@ impl EventStore {
 
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {
-            Backend::Pg(_) => "postgres",
+            Backend::Pg(..) => "postgres",
             Backend::Sqlite(_) => "sqlite",
         }
     }
@@ -101,7 +111,7 @@ impl EventStore {
         after_sequence: i64,
     ) -> anyhow::Result<Vec<LoadedEvent>> {
         let mut events = match &self.backend {
-            Backend::Pg(s) => s.load::<A>(aggregate_id, after_sequence).await?,
+            Backend::Pg(s, ..) => s.load::<A>(aggregate_id, after_sequence).await?,
             Backend::Sqlite(s) => s.load::<A>(aggregate_id, after_sequence).await?,
         };
         for e in &mut events {
@@ -121,10 +131,13 @@ impl EventStore {
             )));
         }
         let stored = match &self.backend {
-            Backend::Pg(s) => s.append(req).await?,
+            Backend::Pg(s, ..) => s.append(req).await?,
             Backend::Sqlite(s) => s.append(req).await?,
         };
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        if let Backend::Pg(_, events, _) = &self.backend {
+            events.ping();
+        }
         Ok(stored)
     }
 
@@ -133,7 +146,7 @@ impl EventStore {
     pub async fn read_log(&self, after: Checkpoint, limit: i64) -> anyhow::Result<LogBatch> {
         let limit = limit.clamp(1, MAX_LOG_BATCH);
         let mut batch = match &self.backend {
-            Backend::Pg(s) => s.read_log(after, limit).await?,
+            Backend::Pg(s, ..) => s.read_log(after, limit).await?,
             Backend::Sqlite(s) => s.read_log(after, limit).await?,
         };
         for e in &mut batch.events {
@@ -149,7 +162,7 @@ impl EventStore {
             return Ok(Some(Checkpoint::START));
         }
         match &self.backend {
-            Backend::Pg(s) => s.checkpoint_of(position).await,
+            Backend::Pg(s, ..) => s.checkpoint_of(position).await,
             Backend::Sqlite(_) => Ok(Some(Checkpoint { tx_id: 0, position })),
         }
     }
@@ -157,7 +170,7 @@ impl EventStore {
     /// Highest position written so far (committed or not yet visible), for lag metrics.
     pub async fn head_position(&self) -> anyhow::Result<i64> {
         match &self.backend {
-            Backend::Pg(s) => s.head_position().await,
+            Backend::Pg(s, ..) => s.head_position().await,
             Backend::Sqlite(s) => s.head_position().await,
         }
     }
@@ -169,7 +182,7 @@ impl EventStore {
         key: &str,
     ) -> anyhow::Result<Option<IdempotencyRecord>> {
         match &self.backend {
-            Backend::Pg(s) => s.idempotent_response(user_id, key).await,
+            Backend::Pg(s, ..) => s.idempotent_response(user_id, key).await,
             Backend::Sqlite(s) => s.idempotent_response(user_id, key).await,
         }
     }
@@ -177,7 +190,7 @@ impl EventStore {
     /// Recomputes every stream's hash chain; returns the first broken link, if any.
     pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
         match &self.backend {
-            Backend::Pg(s) => s.verify_chains().await,
+            Backend::Pg(s, ..) => s.verify_chains().await,
             Backend::Sqlite(s) => s.verify_chains().await,
         }
     }
@@ -192,11 +205,24 @@ impl EventStore {
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Tells other processes (API replicas waiting for read-your-writes) that a projection
+    /// checkpoint moved. Coalesced; a no-op on SQLite.
+    pub fn checkpoint_moved(&self) {
+        if let Backend::Pg(_, _, checkpoints) = &self.backend {
+            checkpoints.ping();
+        }
+    }
+
+    /// A receiver that changes when another process reports a checkpoint move.
+    pub fn subscribe_checkpoints(&self) -> watch::Receiver<u64> {
+        self.checkpoint_wake.subscribe()
+    }
+
     /// Runs `f` while holding the leadership lock `name` (PostgreSQL advisory lock). Returns
     /// `None` at once if another process holds it. SQLite is single-process: always leader.
     pub async fn try_lead(&self, name: &str) -> anyhow::Result<Option<Leadership>> {
         match &self.backend {
-            Backend::Pg(s) => s.try_lead(name).await,
+            Backend::Pg(s, ..) => s.try_lead(name).await,
             Backend::Sqlite(_) => Ok(Some(Leadership::default())),
         }
     }
@@ -205,7 +231,7 @@ impl EventStore {
     pub async fn ping(&self) -> anyhow::Result<()> {
         tokio::time::timeout(Duration::from_secs(2), async {
             match &self.backend {
-                Backend::Pg(s) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
+                Backend::Pg(s, ..) => sqlx::query("SELECT 1").execute(&s.pool).await.map(|_| ()),
                 Backend::Sqlite(s) => sqlx::query("SELECT 1").execute(&s.read).await.map(|_| ()),
             }
         })
@@ -224,7 +250,7 @@ impl EventStore {
         payload: serde_json::Value,
     ) -> anyhow::Result<()> {
         match &self.backend {
-            Backend::Pg(s) => {
+            Backend::Pg(s, ..) => {
                 sqlx::query("UPDATE events SET payload = $1 WHERE aggregate_type = $2 AND aggregate_id = $3 AND sequence = $4")
                     .bind(payload).bind(aggregate_type).bind(aggregate_id).bind(sequence)
                     .execute(&s.pool).await?;

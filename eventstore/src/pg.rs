@@ -18,13 +18,13 @@ use crate::{
     LoadedEvent, LogBatch, StoredEvent, VerifyReport,
 };
 
-pub(crate) const NOTIFY_CHANNEL: &str = "fafcab_events";
-
 #[derive(Clone)]
 pub(crate) struct PgStore {
     pub pool: PgPool,
     url: String,
     repo: std::sync::Arc<PostgresEventRepository>,
+    /// Notifications sent by this process's own notifiers are not wake-ups for it.
+    own_pids: crate::notify::OwnPids,
 }
 
 const LOG_COLUMNS: &str =
@@ -48,23 +48,42 @@ impl PgStore {
             pool,
             url: url.to_string(),
             repo,
+            own_pids: Default::default(),
         })
     }
 
+    pub fn set_own_pids(&mut self, own: crate::notify::OwnPids) {
+        self.own_pids = own;
+    }
+
     /// Forwards NOTIFYs from other processes' appends to local readers; reconnects on failure.
-    pub fn spawn_listener(&self, wake: watch::Sender<u64>) {
+    pub fn spawn_listener(&self, wake: watch::Sender<u64>, checkpoint_wake: watch::Sender<u64>) {
         let url = self.url.clone();
+        let own = self.own_pids.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
                 match PgListener::connect(&url).await {
                     Ok(mut listener) => {
-                        if listener.listen(NOTIFY_CHANNEL).await.is_ok() {
+                        let channels = [
+                            crate::notify::EVENTS_CHANNEL,
+                            crate::notify::CHECKPOINTS_CHANNEL,
+                        ];
+                        if listener.listen_all(channels).await.is_ok() {
                             backoff = Duration::from_millis(100);
                             // A reconnect may have missed notifications: wake readers once.
                             wake.send_modify(|n| *n = n.wrapping_add(1));
-                            while listener.recv().await.is_ok() {
-                                wake.send_modify(|n| *n = n.wrapping_add(1));
+                            checkpoint_wake.send_modify(|n| *n = n.wrapping_add(1));
+                            while let Ok(n) = listener.recv().await {
+                                if own.lock().expect("pids").contains(&n.process_id()) {
+                                    continue;
+                                }
+                                let target = if n.channel() == crate::notify::CHECKPOINTS_CHANNEL {
+                                    &checkpoint_wake
+                                } else {
+                                    &wake
+                                };
+                                target.send_modify(|n| *n = n.wrapping_add(1));
                             }
                         }
                     }

@@ -127,17 +127,24 @@ impl ProjectionRunner {
             return false;
         };
         let mut rx = sender.subscribe();
+        let mut remote = self.store.subscribe_checkpoints();
         let db = self.store.db();
         let wait = async {
             loop {
                 if *rx.borrow_and_update() >= target {
                     return true;
                 }
-                tokio::select! {
-                    changed = rx.changed() => { if changed.is_err() { return false; } }
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {
-                        if let Ok(cp) = read_checkpoint(&db, name).await {
-                            if cp >= target { return true; }
+                // Local progress wakes at once; a worker in another process announces its moves
+                // by NOTIFY; a slow poll covers a lost notification.
+                let check_table = tokio::select! {
+                    changed = rx.changed() => { if changed.is_err() { return false; } false }
+                    _ = remote.changed() => true,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => true,
+                };
+                if check_table {
+                    if let Ok(cp) = read_checkpoint(&db, name).await {
+                        if cp >= target {
+                            return true;
                         }
                     }
                 }
@@ -272,6 +279,7 @@ async fn lead_loop(
         pending_backoff = Duration::from_millis(1);
         cp = apply_batch(&db, p, cp, &batch.events).await?;
         progress.send_replace(cp);
+        store.checkpoint_moved();
     }
 }
 
