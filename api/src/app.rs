@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use commands::CommandBus;
 use eventstore::EventStore;
+use projections::relay::Relay;
 use projections::tea::TeaProjection;
 use projections::{Projection, ProjectionRunner};
 use tower_http::trace::TraceLayer;
@@ -60,10 +61,13 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = open_store(&settings).await?;
         let runner = projections_for(&store);
+        let relay = Relay::new(store.clone(), settings.amqp_url.clone());
         if settings.run_workers {
             runner.spawn();
+            relay.spawn();
         }
         let state = AppState {
+            relay,
             db: store.db(),
             bus: CommandBus::new(store.clone()),
             store,

@@ -97,9 +97,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if settings.jwt_secret_is_dev {
                 tracing::warn!("AUTH_JWT_SECRET is not set: using the DEVELOPMENT secret. Never run like this in production.");
             }
-            if settings.amqp_url.is_some() {
-                tracing::warn!("AMQP_URL is set, but the RabbitMQ relay is not part of this version yet; events stay in the log and the audit feed");
-            }
             tracing::info!(settings = ?settings, "starting");
             let app = Application::build(settings).await?;
             tracing::info!(addr = %app.addr(), "listening");
@@ -110,7 +107,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             let runner = projections_for(&store);
             runner.spawn();
-            tracing::info!(projections = ?runner.names(), "workers running");
+            projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
+            tracing::info!(projections = ?runner.names(), relay = settings.amqp_url.is_some(), "workers running");
             shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }

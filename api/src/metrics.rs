@@ -76,11 +76,41 @@ pub async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
+/// `app_requests_total` with its labels in the seed's order (`route`, then `method`); the
+/// prometheus encoder would sort them by name.
+fn render_requests(out: &mut String) {
+    out.push_str("# HELP app_requests_total HTTP requests by route and method\n# TYPE app_requests_total counter\n");
+    for family in prometheus::core::Collector::collect(&*REQUESTS) {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().replace('\\', "\\\\").replace('"', "\\\""))
+                    .unwrap_or_default()
+            };
+            out.push_str(&format!(
+                "app_requests_total{{route=\"{}\",method=\"{}\"}} {}\n",
+                label("route"),
+                label("method"),
+                m.get_counter().get_value()
+            ));
+        }
+    }
+}
+
 /// `GET /admin/metrics`.
 pub async fn render(State(state): State<AppState>) -> Response {
+    let families: Vec<_> = REGISTRY
+        .gather()
+        .into_iter()
+        .filter(|f| f.name() != "app_requests_total")
+        .collect();
     let mut buf = Vec::new();
-    let _ = TextEncoder::new().encode(&REGISTRY.gather(), &mut buf);
-    let mut text = String::from_utf8(buf).unwrap_or_default();
+    let _ = TextEncoder::new().encode(&families, &mut buf);
+    let mut text = String::new();
+    render_requests(&mut text);
+    text.push_str(&String::from_utf8(buf).unwrap_or_default());
     let head = state.store.head_position().await.unwrap_or(0);
     text.push_str(&format!(
         "# HELP events_appended_total Events appended by this process\n# TYPE events_appended_total counter\nevents_appended_total {}\n",

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use commands::CommandBus;
 use eventstore::{Db, EventStore, StoredEvent};
+use projections::relay::Relay;
 use projections::ProjectionRunner;
 
 use crate::settings::Settings;
@@ -15,6 +16,7 @@ pub struct AppState {
     pub db: Db,
     pub bus: CommandBus,
     pub runner: ProjectionRunner,
+    pub relay: Relay,
 }
 
 impl AppState {

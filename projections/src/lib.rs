@@ -4,6 +4,7 @@
 pub mod cloudevents;
 pub mod metrics;
 pub mod page;
+pub mod relay;
 pub mod runtime;
 pub mod tea;
 

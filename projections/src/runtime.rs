@@ -142,7 +142,7 @@ impl ProjectionRunner {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => true,
                 };
                 if check_table {
-                    if let Ok(cp) = read_checkpoint(&db, name).await {
+                    if let Ok(cp) = load_checkpoint_db(&db, name).await {
                         if cp >= target {
                             return true;
                         }
@@ -198,7 +198,8 @@ impl ProjectionRunner {
     }
 }
 
-async fn read_checkpoint(db: &Db, name: &str) -> anyhow::Result<Checkpoint> {
+/// The checkpoint of `name` as committed (START when it has none).
+pub async fn load_checkpoint_db(db: &Db, name: &str) -> anyhow::Result<Checkpoint> {
     let row = eventstore::db_fetch_optional!(
         db,
         CheckpointRow,
@@ -224,7 +225,7 @@ async fn run_forever(
             Ok(Some(lead)) => lead,
             Ok(None) => {
                 // Someone else leads: follow their checkpoint for waiters, try again later.
-                if let Ok(cp) = read_checkpoint(&store.db(), name).await {
+                if let Ok(cp) = load_checkpoint_db(&store.db(), name).await {
                     progress.send_replace(cp);
                 }
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -260,7 +261,7 @@ async fn lead_loop(
     let name = p.name();
     let db = store.db();
     let mut wake = store.subscribe();
-    let mut cp = read_checkpoint(&db, name).await?;
+    let mut cp = load_checkpoint_db(&db, name).await?;
     progress.send_replace(cp);
     let mut pending_backoff = Duration::from_millis(1);
     loop {

@@ -35,7 +35,10 @@ async fn health(State(state): State<AppState>) -> Response {
         let lagging = state.runner.names().into_iter().any(|n| {
             head - state.runner.progress(n).map(|c| c.position).unwrap_or(0) > LAG_WARN_EVENTS
         });
-        if lagging {
+        if state.settings.run_workers && !state.relay.status().up() {
+            // The relay cannot reach RabbitMQ: events wait in the log until it can.
+            "down"
+        } else if lagging {
             "lagging"
         } else {
             "ok"
