@@ -12,6 +12,8 @@ use axum::Router;
 use commands::CommandBus;
 use eventstore::EventStore;
 use projections::relay::Relay;
+use projections::sinks::notifications::{InboxProjection, NotificationSink};
+use projections::sinks::{discord::DiscordSink, spawn_sink, SinkStatus};
 use projections::tea::TeaProjection;
 use projections::{Projection, ProjectionRunner};
 use tower_http::trace::TraceLayer;
@@ -26,8 +28,49 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<EventStore> {
 }
 
 pub fn projections_for(store: &EventStore) -> ProjectionRunner {
-    let list: Vec<Arc<dyn Projection>> = vec![Arc::new(TeaProjection)];
+    let list: Vec<Arc<dyn Projection>> = vec![Arc::new(TeaProjection), Arc::new(InboxProjection)];
     ProjectionRunner::new(store.clone(), list)
+}
+
+/// Starts the notification sink and, with a webhook configured, the Discord sink (or only the one
+/// named by `only`).
+pub fn spawn_sinks(
+    store: &EventStore,
+    settings: &Settings,
+    only: Option<&str>,
+) -> Vec<(&'static str, SinkStatus)> {
+    let mut out = vec![];
+    if only.is_none_or(|n| n == "notifications") {
+        let sink = Arc::new(NotificationSink::new(store));
+        out.push((
+            "notifications",
+            spawn_sink(
+                store.clone(),
+                settings.amqp_url.clone(),
+                &settings.queue_prefix,
+                sink,
+            ),
+        ));
+    }
+    if let Some(url) = &settings.discord_webhook_url {
+        if only.is_none_or(|n| n == "discord") {
+            let sink = Arc::new(DiscordSink::new(
+                store,
+                url.clone(),
+                settings.discord_event_types.clone(),
+            ));
+            out.push((
+                "discord",
+                spawn_sink(
+                    store.clone(),
+                    settings.amqp_url.clone(),
+                    &settings.queue_prefix,
+                    sink,
+                ),
+            ));
+        }
+    }
+    out
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::routes::admin::router())
         .merge(crate::routes::tea::router())
+        .merge(crate::routes::notifications::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -62,12 +106,15 @@ impl Application {
         let store = open_store(&settings).await?;
         let runner = projections_for(&store);
         let relay = Relay::new(store.clone(), settings.amqp_url.clone());
+        let mut sinks = vec![];
         if settings.run_workers {
             runner.spawn();
             relay.spawn();
+            sinks = spawn_sinks(&store, &settings, None);
         }
         let state = AppState {
             relay,
+            sinks,
             db: store.db(),
             bus: CommandBus::new(store.clone()),
             store,

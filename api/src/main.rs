@@ -41,6 +41,8 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run one sink alone: `notifications` or `discord`.
+    Sink { name: String },
     /// Print a development token.
     Token {
         #[arg(long)]
@@ -108,7 +110,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runner = projections_for(&store);
             runner.spawn();
             projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
+            let _sinks = api::app::spawn_sinks(&store, &settings, None);
             tracing::info!(projections = ?runner.names(), relay = settings.amqp_url.is_some(), "workers running");
+            shutdown_signal().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sink { name } => {
+            if !["notifications", "discord"].contains(&name.as_str()) {
+                anyhow::bail!("unknown sink {name:?}: notifications or discord");
+            }
+            if name == "discord" && settings.discord_webhook_url.is_none() {
+                anyhow::bail!("DISCORD_WEBHOOK_URL is not set");
+            }
+            let store = open_store(&settings).await?;
+            let sinks = api::app::spawn_sinks(&store, &settings, Some(&name));
+            tracing::info!(sink = name, count = sinks.len(), "sink running");
             shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }

@@ -17,6 +17,10 @@ pub struct Settings {
     pub jwt_secret: String,
     pub jwt_secret_is_dev: bool,
     pub discord_webhook_url: Option<String>,
+    /// Prefix of the sinks' RabbitMQ queue names (`<prefix>.notifications`, `….dlq`).
+    pub queue_prefix: String,
+    /// Event types the Discord sink posts (`DISCORD_EVENT_TYPES`, comma-separated).
+    pub discord_event_types: Option<Vec<String>>,
     pub body_limit_bytes: usize,
     pub expiry_window_days: i64,
     /// How long a write waits for its read model before answering anyway.
@@ -84,6 +88,13 @@ impl Settings {
             jwt_secret_is_dev: jwt.is_none(),
             jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),
             discord_webhook_url: var("DISCORD_WEBHOOK_URL"),
+            queue_prefix: var("FAFCAB_QUEUE_PREFIX").unwrap_or_else(|| "fafcab".into()),
+            discord_event_types: var("DISCORD_EVENT_TYPES").map(|v| {
+                v.split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect()
+            }),
             body_limit_bytes: parse("FAFCAB_BODY_LIMIT_BYTES", "262144")?.clamp(1024, 64 << 20)
                 as usize,
             expiry_window_days: parse("TEA_EXPIRY_WINDOW_DAYS", "30")?.clamp(0, 3650),
@@ -104,6 +115,8 @@ impl Settings {
             jwt_secret: "test-secret".into(),
             jwt_secret_is_dev: false,
             discord_webhook_url: None,
+            discord_event_types: None,
+            queue_prefix: format!("fafcab-test-{}", uuid::Uuid::new_v4().simple()),
             body_limit_bytes: 262_144,
             expiry_window_days: 30,
             read_your_writes: Duration::from_secs(5),

@@ -17,6 +17,8 @@ pub struct AppState {
     pub bus: CommandBus,
     pub runner: ProjectionRunner,
     pub relay: Relay,
+    /// Sinks running in this process, with their status.
+    pub sinks: Vec<(&'static str, projections::sinks::SinkStatus)>,
 }
 
 impl AppState {

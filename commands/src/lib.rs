@@ -5,6 +5,7 @@
 
 mod bus;
 mod cache;
+pub mod inbox;
 pub mod tea;
 
 pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

@@ -5,6 +5,7 @@
 pub mod actor;
 pub mod codec;
 pub mod error;
+pub mod inbox;
 pub mod tea;
 
 pub use actor::{Actor, Role};

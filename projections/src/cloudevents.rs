@@ -111,7 +111,7 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                 Ok(AnnouncementEvent::AnnouncementPublished { spec, .. }) => (
                     "inventory.announcement.published".into(),
                     "tea-svc",
-                    json!({"announcement_id": spec.announcement_id, "title": spec.title,
+                    json!({"announcement_id": spec.announcement_id, "title": spec.title, "body": spec.body,
                        "published_by": spec.published_by, "effective_from": spec.effective_from,
                        "item_ids": spec.item_ids}),
                 ),

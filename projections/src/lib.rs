@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod page;
 pub mod relay;
 pub mod runtime;
+pub mod sinks;
 pub mod tea;
 
 pub use runtime::{Projection, ProjectionRunner};

@@ -77,6 +77,13 @@ pub async fn spawn_app_on(database_url: &str) -> TestApp {
 }
 
 pub async fn spawn_with(settings: Settings) -> TestApp {
+    // `TEST_LOG=debug` (or any filter) shows the server's logs next to the test's output.
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let database_url = settings.database_url.clone();
     let app = Application::build(settings).await.expect("app builds");
     let base = format!("http://{}", app.addr());

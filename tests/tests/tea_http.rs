@@ -1026,7 +1026,8 @@ async fn health_metrics_and_edges(b: Backend) {
     let h = app.send("GET", "/health", None, None, &[]).await;
     assert_eq!(h.status, 200);
     assert_eq!(h.body["status"], "ok");
-    assert_eq!(h.body["checks"], json!({"db": "ok", "events": "ok"}));
+    assert_eq!(h.body["checks"]["db"], "ok");
+    assert_eq!(h.body["checks"]["events"], "ok");
     assert!(h.body["version"].is_string() && h.body["time"].is_string());
     app.get("/items", &admin()).await;
     let m = app.send("GET", "/admin/metrics", None, None, &[]).await;

@@ -44,6 +44,11 @@ async fn health(State(state): State<AppState>) -> Response {
             "ok"
         }
     };
+    let mut checks = json!({"db": if db_ok { "ok" } else { "down" }, "events": events});
+    for (name, st) in &state.sinks {
+        let s = st.get();
+        checks[*name] = json!(if s == "ok" { "ok".to_string() } else { s });
+    }
     let status = if db_ok { "ok" } else { "degraded" };
     let code = if db_ok {
         StatusCode::OK
@@ -53,7 +58,7 @@ async fn health(State(state): State<AppState>) -> Response {
     let body = json!({
         "status": status,
         "version": env!("CARGO_PKG_VERSION"),
-        "checks": {"db": if db_ok { "ok" } else { "down" }, "events": events},
+        "checks": checks,
         "time": Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
     });
     (code, Json(body)).into_response()
