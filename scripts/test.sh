@@ -29,6 +29,13 @@ if command -v rabbitmqctl >/dev/null && ! rabbitmqctl -q status >/dev/null 2>&1;
   rabbitmq-server -detached >/dev/null 2>&1 || true
 fi
 
+if command -v rabbitmqctl >/dev/null && rabbitmqctl -q status >/dev/null 2>&1; then
+  log "deleting RabbitMQ queues left by earlier test runs"
+  rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^fafcab-(test|bench)-' | while read -r q; do
+    rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+  done
+fi
+
 log "dropping databases left by earlier test runs"
 psql "$TEST_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'fafcab\_t\_%' OR datname LIKE 'fafcab\_bench\_%'" \
   | while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done

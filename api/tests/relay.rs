@@ -34,10 +34,11 @@ impl Drop for Server {
     }
 }
 
-fn start(db: &str, port: u16) -> Server {
+fn start(db: &str, port: u16, prefix: &str) -> Server {
     Server(
         Command::new(BIN)
             .arg("serve")
+            .env("FAFCAB_QUEUE_PREFIX", prefix)
             .env("DATABASE_URL", db)
             .env("AMQP_URL", amqp_url())
             .env("AUTH_JWT_SECRET", SECRET)
@@ -172,6 +173,7 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
         .unwrap();
     let db = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
     let queue = format!("fafcab-test-{}", uuid::Uuid::new_v4().simple());
+    let prefix = format!("{queue}-sinks");
     let (_conn, ch) = channel(&queue).await;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -188,7 +190,7 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
         chrono::Duration::hours(1),
     )
     .unwrap();
-    let mut server = start(&db, port);
+    let mut server = start(&db, port, &prefix);
     let health = |client: reqwest::Client, base: String| async move {
         let r = client.get(format!("{base}/health")).send().await.ok()?;
         r.json::<Value>().await.ok()
@@ -232,9 +234,28 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
     .await
     .unwrap();
     assert_eq!(s, 201);
+    let patch = client
+        .patch(format!("{base}/items/{id}"))
+        .bearer_auth(&token)
+        .json(&json!({"tags": ["kitchen"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 200);
+    let (s, _) = post("/thresholds".into(), json!({"item_id": id, "min_qty": 45}))
+        .await
+        .unwrap();
+    assert_eq!(s, 201);
+    let (s, _) = post(
+        "/announcements".into(),
+        json!({"title": "New tea", "body": "Jasmine", "item_ids": [id]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(s, 201);
     let mut got: Vec<Received> = vec![];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while got.len() < 4 {
+    while got.len() < 7 {
         assert!(
             Instant::now() < deadline,
             "only {} messages arrived",
@@ -268,7 +289,9 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
         );
         assert!(chrono::DateTime::parse_from_rfc3339(m.body["time"].as_str().unwrap()).is_ok());
         assert_eq!(m.body["source"], "tea-svc");
-        assert_eq!(m.body["subject"], id.as_str());
+        if ty != "inventory.announcement.published" {
+            assert_eq!(m.body["subject"], id.as_str());
+        }
         assert_eq!(m.body["datacontenttype"], "application/json");
     }
     assert_eq!(
@@ -341,7 +364,7 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
     for t in tasks {
         let _ = t.await; // some succeeded, some were cut off: only committed events count
     }
-    server = start(&db, port);
+    server = start(&db, port, &prefix);
     wait_until(Duration::from_secs(30), || {
         let (c, b) = (client.clone(), base.clone());
         async move { health(c, b).await.filter(|h| h["checks"]["events"] == "ok") }
@@ -376,7 +399,13 @@ async fn relay_delivers_every_committed_event_through_outages_and_crashes() {
         committed.len()
     );
     drop(server);
-    let _ = ch2
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
+    for q in [
+        queue.clone(),
+        format!("{prefix}.notifications"),
+        format!("{prefix}.notifications.dlq"),
+    ] {
+        ch2.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("test queues are removed");
+    }
 }
