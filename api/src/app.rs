@@ -109,7 +109,10 @@ impl Application {
         let mut sinks = vec![];
         if settings.run_workers {
             runner.spawn();
-            relay.spawn();
+            // Without a broker the sinks read the log themselves: nothing to relay to.
+            if settings.amqp_url.is_some() {
+                relay.spawn();
+            }
             sinks = spawn_sinks(&store, &settings, None);
         }
         let state = AppState {

@@ -109,7 +109,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             let runner = projections_for(&store);
             runner.spawn();
-            projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
+            if settings.amqp_url.is_some() {
+                projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
+            }
             let _sinks = api::app::spawn_sinks(&store, &settings, None);
             tracing::info!(projections = ?runner.names(), relay = settings.amqp_url.is_some(), "workers running");
             shutdown_signal().await;

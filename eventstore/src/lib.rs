@@ -19,6 +19,10 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+/// Wake-up channels per aggregate type.
+pub(crate) type TypeWakes =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, watch::Sender<u64>>>>;
+
 /// Largest batch a reader may ask of the global log in one call.
 pub const MAX_LOG_BATCH: i64 = 1_000;
 /// Largest number of events one append may carry.
@@ -33,6 +37,9 @@ pub struct EventStore {
     wake: watch::Sender<u64>,
     /// Bumped when another process reports that a projection checkpoint moved.
     checkpoint_wake: watch::Sender<u64>,
+    /// Per aggregate type: bumped after a local append to such a stream (and on every remote
+    /// wake-up), so a reader interested in a few types is not woken by all the others.
+    type_wakes: TypeWakes,
 }
 
 #[derive(Clone)]
@@ -72,10 +79,15 @@ impl EventStore {
             backend,
             wake,
             checkpoint_wake,
+            type_wakes: Default::default(),
             upcasters: Upcasters::default(),
         };
         if let Backend::Pg(pg, ..) = &store.backend {
-            pg.spawn_listener(store.wake.clone(), store.checkpoint_wake.clone());
+            pg.spawn_listener(
+                store.wake.clone(),
+                store.checkpoint_wake.clone(),
+                store.type_wakes.clone(),
+            );
         }
         Ok(store)
     }
@@ -130,10 +142,14 @@ impl EventStore {
                 req.events.len()
             )));
         }
+        let aggregate_type = req.aggregate_type.clone();
         let stored = match &self.backend {
             Backend::Pg(s, ..) => s.append(req).await?,
             Backend::Sqlite(s) => s.append(req).await?,
         };
+        if let Some(tx) = self.type_wakes.lock().expect("wakes").get(&aggregate_type) {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
         self.wake.send_modify(|n| *n = n.wrapping_add(1));
         if let Backend::Pg(_, events, _) = &self.backend {
             events.ping();
@@ -198,6 +214,22 @@ impl EventStore {
     /// A receiver that changes whenever new events may be readable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.wake.subscribe()
+    }
+
+    /// A receiver that changes when events of one of `types` may be readable (`None`: any).
+    pub fn subscribe_types(&self, types: Option<&[&str]>) -> Vec<watch::Receiver<u64>> {
+        let Some(types) = types else {
+            return vec![self.wake.subscribe()];
+        };
+        let mut map = self.type_wakes.lock().expect("wakes");
+        types
+            .iter()
+            .map(|t| {
+                map.entry(t.to_string())
+                    .or_insert_with(|| watch::channel(0).0)
+                    .subscribe()
+            })
+            .collect()
     }
 
     /// Wakes readers, e.g. after a checkpoint moved in another component.

@@ -57,7 +57,12 @@ impl PgStore {
     }
 
     /// Forwards NOTIFYs from other processes' appends to local readers; reconnects on failure.
-    pub fn spawn_listener(&self, wake: watch::Sender<u64>, checkpoint_wake: watch::Sender<u64>) {
+    pub fn spawn_listener(
+        &self,
+        wake: watch::Sender<u64>,
+        checkpoint_wake: watch::Sender<u64>,
+        types: crate::TypeWakes,
+    ) {
         let url = self.url.clone();
         let own = self.own_pids.clone();
         tokio::spawn(async move {
@@ -78,12 +83,15 @@ impl PgStore {
                                 if own.lock().expect("pids").contains(&n.process_id()) {
                                     continue;
                                 }
-                                let target = if n.channel() == crate::notify::CHECKPOINTS_CHANNEL {
-                                    &checkpoint_wake
+                                if n.channel() == crate::notify::CHECKPOINTS_CHANNEL {
+                                    checkpoint_wake.send_modify(|n| *n = n.wrapping_add(1));
                                 } else {
-                                    &wake
-                                };
-                                target.send_modify(|n| *n = n.wrapping_add(1));
+                                    // A remote append may be of any type.
+                                    wake.send_modify(|n| *n = n.wrapping_add(1));
+                                    for tx in types.lock().expect("wakes").values() {
+                                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                                    }
+                                }
                             }
                         }
                     }

@@ -26,6 +26,26 @@ fn money(s: &str) -> Value {
     serde_json::from_str::<Value>(s).unwrap_or_else(|_| Value::String(s.to_string()))
 }
 
+/// The CloudEvent type of a stored event, from its stream and event type alone (no decoding):
+/// lets a consumer skip what it does not want cheaply. Must agree with [`to_cloud_event`].
+pub fn cloud_type(e: &StoredEvent) -> String {
+    let known = match (e.aggregate_type.as_str(), e.event_type.as_str()) {
+        ("item", "ItemCreated") => "inventory.item.created",
+        ("item", "ItemUpdated") => "inventory.item.updated",
+        ("item", "BatchReceived") => "inventory.restocked",
+        ("item", "StockConsumed") => "inventory.consumed",
+        ("item", "LowStockDetected") => "inventory.low_stock",
+        ("item", "ThresholdSet") => "inventory.threshold.set",
+        ("announcement", "AnnouncementPublished") => "inventory.announcement.published",
+        _ => "",
+    };
+    if known.is_empty() {
+        format!("fafcab.{}.{}", e.aggregate_type, e.event_type)
+    } else {
+        known.to_string()
+    }
+}
+
 pub fn to_cloud_event(e: &StoredEvent) -> CloudEvent {
     let (event_type, source, data) = map(e);
     CloudEvent {

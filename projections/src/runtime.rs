@@ -16,12 +16,24 @@ use tracing::instrument;
 
 /// Events applied per transaction.
 pub const BATCH_SIZE: i64 = 500;
+/// Longest a projection leaves its stored checkpoint behind while skipping events it ignores.
+pub const LAZY_SAVE: Duration = Duration::from_secs(1);
 /// Fallback poll when no wake-up arrives (a missed NOTIFY can only delay, never lose, an event).
 pub const IDLE_POLL: Duration = Duration::from_secs(2);
 
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// The aggregate types whose events can change this read model (`None`: all). Appends of
+    /// other types do not wake the worker, and a batch of only such events needs no transaction.
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    fn handles(&self, aggregate_type: &str) -> bool {
+        self.aggregate_types()
+            .is_none_or(|t| t.contains(&aggregate_type))
+    }
     /// Applies one event inside the batch's transaction. Events it does not know are ignored.
     async fn apply(&self, tx: &mut Tx, event: &StoredEvent) -> anyhow::Result<()>;
     /// Applies a batch in order. Override to write runs of similar events in bulk.
@@ -260,12 +272,17 @@ async fn lead_loop(
 ) -> anyhow::Result<()> {
     let name = p.name();
     let db = store.db();
-    let mut wake = store.subscribe();
+    let mut wakes = store.subscribe_types(p.aggregate_types());
     let mut cp = load_checkpoint_db(&db, name).await?;
+    // What the checkpoint table says (it may trail `cp` across batches this model ignores).
+    let mut saved = cp;
+    let mut last_saved = std::time::Instant::now();
     progress.send_replace(cp);
     let mut pending_backoff = Duration::from_millis(1);
     loop {
-        wake.borrow_and_update();
+        for w in &mut wakes {
+            w.borrow_and_update();
+        }
         let batch = store.read_log(cp, BATCH_SIZE).await?;
         if batch.events.is_empty() {
             if batch.pending {
@@ -273,14 +290,27 @@ async fn lead_loop(
                 tokio::time::sleep(pending_backoff).await;
                 pending_backoff = (pending_backoff * 2).min(Duration::from_millis(50));
             } else {
-                let _ = tokio::time::timeout(IDLE_POLL, wake.changed()).await;
+                let any =
+                    futures::future::select_all(wakes.iter_mut().map(|w| Box::pin(w.changed())));
+                let _ = tokio::time::timeout(IDLE_POLL, any).await;
             }
             continue;
         }
         pending_backoff = Duration::from_millis(1);
-        cp = apply_batch(&db, p, cp, &batch.events).await?;
+        let to = batch.events.last().expect("non-empty").checkpoint();
+        if batch.events.iter().any(|e| p.handles(&e.aggregate_type))
+            || last_saved.elapsed() > LAZY_SAVE
+        {
+            cp = apply_batch(&db, p, saved, &batch.events).await?;
+            saved = cp;
+            last_saved = std::time::Instant::now();
+            store.checkpoint_moved();
+        } else {
+            // Nothing here for this read model: move on without a write. Re-reading these
+            // events after a restart changes nothing.
+            cp = to;
+        }
         progress.send_replace(cp);
-        store.checkpoint_moved();
     }
 }
 

@@ -280,6 +280,10 @@ impl crate::Projection for InboxProjection {
         "inbox"
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["inbox"])
+    }
+
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
         if e.aggregate_type != "inbox" {
             return Ok(());

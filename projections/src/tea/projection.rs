@@ -118,6 +118,10 @@ impl crate::Projection for TeaProjection {
         "tea"
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["item", "announcement"])
+    }
+
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
         match e.aggregate_type.as_str() {
             "item" => {
