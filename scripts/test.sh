@@ -31,7 +31,8 @@ fi
 
 if command -v rabbitmqctl >/dev/null && rabbitmqctl -q status >/dev/null 2>&1; then
   log "deleting RabbitMQ queues left by earlier test runs"
-  rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^fafcab-(test|bench)-' | while read -r q; do
+  # (grep finds nothing on a clean broker: not an error)
+  { rabbitmqctl -q list_queues name 2>/dev/null | grep -E '^fafcab-(test|bench)-' || true; } | while read -r q; do
     rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
   done
 fi
