@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use commands::CommandBus;
 use eventstore::EventStore;
+use projections::chat::ChatProjection;
 use projections::relay::Relay;
 use projections::sinks::notifications::{InboxProjection, NotificationSink};
 use projections::sinks::{discord::DiscordSink, spawn_sink, SinkStatus};
@@ -28,7 +29,11 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<EventStore> {
 }
 
 pub fn projections_for(store: &EventStore) -> ProjectionRunner {
-    let list: Vec<Arc<dyn Projection>> = vec![Arc::new(TeaProjection), Arc::new(InboxProjection)];
+    let list: Vec<Arc<dyn Projection>> = vec![
+        Arc::new(TeaProjection),
+        Arc::new(InboxProjection),
+        Arc::new(ChatProjection),
+    ];
     ProjectionRunner::new(store.clone(), list)
 }
 
@@ -79,6 +84,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::admin::router())
         .merge(crate::routes::tea::router())
         .merge(crate::routes::notifications::router())
+        .merge(crate::routes::chat::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -118,6 +124,7 @@ impl Application {
         let state = AppState {
             relay,
             sinks,
+            known_profiles: Default::default(),
             db: store.db(),
             bus: CommandBus::new(store.clone()),
             store,

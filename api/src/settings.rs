@@ -17,6 +17,8 @@ pub struct Settings {
     pub jwt_secret: String,
     pub jwt_secret_is_dev: bool,
     pub discord_webhook_url: Option<String>,
+    /// Lets User Management call `POST /users/sync` with `X-Internal-Secret` instead of a token.
+    pub internal_api_secret: Option<String>,
     /// Prefix of the sinks' RabbitMQ queue names (`<prefix>.notifications`, `….dlq`).
     pub queue_prefix: String,
     /// Event types the Discord sink posts (`DISCORD_EVENT_TYPES`, comma-separated).
@@ -88,6 +90,7 @@ impl Settings {
             jwt_secret_is_dev: jwt.is_none(),
             jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),
             discord_webhook_url: var("DISCORD_WEBHOOK_URL"),
+            internal_api_secret: var("INTERNAL_API_SECRET"),
             queue_prefix: var("FAFCAB_QUEUE_PREFIX").unwrap_or_else(|| "fafcab".into()),
             discord_event_types: var("DISCORD_EVENT_TYPES").map(|v| {
                 v.split(',')
@@ -116,6 +119,7 @@ impl Settings {
             jwt_secret_is_dev: false,
             discord_webhook_url: None,
             discord_event_types: None,
+            internal_api_secret: Some("internal-test-secret".into()),
             queue_prefix: format!("fafcab-test-{}", uuid::Uuid::new_v4().simple()),
             body_limit_bytes: 262_144,
             expiry_window_days: 30,

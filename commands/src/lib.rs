@@ -5,6 +5,7 @@
 
 mod bus;
 mod cache;
+pub mod chat;
 pub mod inbox;
 pub mod tea;
 

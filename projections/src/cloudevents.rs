@@ -3,6 +3,7 @@
 //! `source` naming the service, `subject` the aggregate id.
 
 use chrono::{DateTime, Utc};
+use domain::chat::{ChatEvent, ProfileEvent};
 use domain::tea::{AnnouncementEvent, ItemEvent};
 use eventstore::StoredEvent;
 use serde::Serialize;
@@ -37,6 +38,11 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("item", "LowStockDetected") => "inventory.low_stock",
         ("item", "ThresholdSet") => "inventory.threshold.set",
         ("announcement", "AnnouncementPublished") => "inventory.announcement.published",
+        ("profile", "ProfileSynced") => "user.profile.synced",
+        ("chat", "ChatCreated") => "chat.created",
+        ("chat", "ChatUpdated") => "chat.updated",
+        ("chat", "MemberJoined") => "chat.member.joined",
+        ("chat", "MemberLeft") => "chat.member.left",
         _ => "",
     };
     if known.is_empty() {
@@ -136,6 +142,54 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                        "item_ids": spec.item_ids}),
                 ),
                 Err(_) => fallback(e, "tea-svc"),
+            }
+        }
+        "profile" => {
+            match domain::codec::decode::<ProfileEvent>(&e.event_type, e.payload.clone()) {
+                Ok(ProfileEvent::ProfileSynced { user_id, data, .. }) => (
+                    "user.profile.synced".into(),
+                    "user-svc",
+                    json!({"user_id": user_id, "nickname": data.nickname, "avatar_url": data.avatar_url,
+                       "roles": data.roles, "discord_id": data.discord_id}),
+                ),
+                Err(_) => fallback(e, "user-svc"),
+            }
+        }
+        "chat" => {
+            let chat_id = &e.aggregate_id;
+            match domain::codec::decode::<ChatEvent>(&e.event_type, e.payload.clone()) {
+                Ok(ChatEvent::ChatCreated {
+                    kind,
+                    name,
+                    slug,
+                    is_private,
+                    created_by,
+                    members,
+                    ..
+                }) => (
+                    "chat.created".into(),
+                    "chat-svc",
+                    json!({"chat_id": chat_id, "type": kind.as_str(), "name": name, "slug": slug, "is_private": is_private,
+                           "created_by": created_by, "member_ids": members.iter().map(|m| &m.user_id).collect::<Vec<_>>()}),
+                ),
+                Ok(ChatEvent::ChatUpdated {
+                    name, is_private, ..
+                }) => (
+                    "chat.updated".into(),
+                    "chat-svc",
+                    json!({"chat_id": chat_id, "name": name, "is_private": is_private}),
+                ),
+                Ok(ChatEvent::MemberJoined { member }) => (
+                    "chat.member.joined".into(),
+                    "chat-svc",
+                    json!({"chat_id": chat_id, "user_id": member.user_id, "role": member.role.as_str(), "joined_at": member.joined_at}),
+                ),
+                Ok(ChatEvent::MemberLeft { user_id, by, at }) => (
+                    "chat.member.left".into(),
+                    "chat-svc",
+                    json!({"chat_id": chat_id, "user_id": user_id, "removed_by": by, "left_at": at}),
+                ),
+                Err(_) => fallback(e, "chat-svc"),
             }
         }
         _ => fallback(e, "fafcab"),

@@ -1,0 +1,388 @@
+//! Communication (seed 000 §9), first part: profiles (`POST /users/sync`, `GET /users/search`,
+//! `GET /profiles/{user_id}`, `POST /presence/heartbeat`) and chats with their members
+//! (`POST/GET /chats`, `GET/PATCH /chats/{id}`, `POST /chats/{id}/members`,
+//! `DELETE /chats/{id}/members/{user_id}`). A private chat does not exist for a non-member: 404.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use commands::{chat as cmd, Context};
+use domain::chat::{Chat, ChatEvent, ChatType, MemberRole, NewChat, ProfileData};
+use domain::{Actor, Role};
+use projections::chat::queries::{self as q, ChatFilter, ChatRow};
+use projections::page::Page;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{answer, reply};
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
+use crate::state::AppState;
+
+const PROJECTION: &str = "chat";
+/// Users one sync request may carry.
+pub const MAX_SYNC_USERS: usize = 1_000;
+/// A heartbeat younger than this means online.
+pub const PRESENCE_TTL_SECS: i64 = 30;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users/sync", post(sync_users))
+        .route("/users/search", get(search_users))
+        .route("/profiles/{user_id}", get(get_profile))
+        .route("/presence/heartbeat", post(heartbeat))
+        .route("/chats", post(create_chat).get(list_chats))
+        .route("/chats/{chat_id}", get(get_chat).patch(patch_chat))
+        .route("/chats/{chat_id}/members", post(add_member))
+        .route("/chats/{chat_id}/members/{user_id}", delete(remove_member))
+}
+
+// ---------- profiles ----------
+
+#[derive(Debug, Deserialize)]
+struct SyncUser {
+    user_id: String,
+    nickname: String,
+    #[serde(default)]
+    avatar_url: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    discord_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SyncBody {
+    users: Vec<SyncUser>,
+}
+
+/// Admins, or User Management presenting `X-Internal-Secret` (when `INTERNAL_API_SECRET` is set).
+async fn sync_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: ApiJson<SyncBody>,
+) -> ApiResult<Json<Value>> {
+    let internal = match (
+        &state.settings.internal_api_secret,
+        headers.get("x-internal-secret"),
+    ) {
+        (Some(secret), Some(given)) => {
+            use sha2::{Digest, Sha256};
+            // Compare digests, not the secrets: no early exit that leaks a prefix.
+            let ok = Sha256::digest(given.as_bytes()) == Sha256::digest(secret.as_bytes());
+            if !ok {
+                return Err(ApiError::Unauthorized("bad X-Internal-Secret".into()));
+            }
+            true
+        }
+        _ => false,
+    };
+    let actor = if internal {
+        Actor::new("system:user-sync", vec![Role::Admin])
+    } else {
+        let token = crate::auth::bearer(&headers)?;
+        let actor = crate::auth::verify(&state.settings.jwt_secret, token)?;
+        if !actor.has(Role::Admin) {
+            return Err(ApiError::Forbidden(
+                "requires role admin or X-Internal-Secret".into(),
+            ));
+        }
+        actor
+    };
+    let users = body.value.users;
+    if users.len() > MAX_SYNC_USERS {
+        return Err(ApiError::validation(format!(
+            "at most {MAX_SYNC_USERS} users per request"
+        )));
+    }
+    let ctx = Context::new(actor);
+    let mut last = vec![];
+    for (i, u) in users.iter().enumerate() {
+        if u.user_id.trim().is_empty() || u.user_id.len() > 128 {
+            return Err(ApiError::Validation(
+                format!("users[{i}].user_id must be 1 to 128 characters"),
+                None,
+            ));
+        }
+        let data = ProfileData {
+            nickname: u.nickname.trim().to_string(),
+            avatar_url: u.avatar_url.clone(),
+            roles: u.roles.clone(),
+            discord_id: u.discord_id.clone(),
+        };
+        let exec = cmd::sync_profile(&state.bus, &ctx, &u.user_id, data)
+            .await
+            .map_err(|e| match ApiError::from(e) {
+                ApiError::Validation(m, d) => ApiError::Validation(format!("users[{i}]: {m}"), d),
+                other => other,
+            })?;
+        if let commands::Executed::Done { stored, .. } = exec {
+            last.extend(stored);
+        }
+    }
+    state.settle(PROJECTION, &last).await;
+    Ok(Json(json!({"synced": users.len()})))
+}
+
+fn profile_json(p: &q::ProfileRow) -> Value {
+    json!({
+        "user_id": p.user_id,
+        "nickname": p.nickname,
+        "avatar_url": p.avatar_url,
+        "roles": serde_json::from_str::<Value>(&p.roles).unwrap_or(json!([])),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchQuery {
+    q: String,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn search_users(
+    State(state): State<AppState>,
+    _: Auth,
+    ApiQuery(p): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<Value>> {
+    let q = p.q.trim();
+    if q.is_empty() || q.chars().count() > 64 {
+        return Err(ApiError::validation("q must be 1 to 64 characters"));
+    }
+    let page = Page::parse(p.limit, p.cursor.as_deref())?;
+    let (rows, next) = q::search_profiles(&state.db, q, page).await?;
+    Ok(Json(
+        json!({"profiles": rows.iter().map(profile_json).collect::<Vec<_>>(), "next_cursor": next}),
+    ))
+}
+
+async fn get_profile(
+    State(state): State<AppState>,
+    _: Auth,
+    Path(user_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let p = q::profile(&state.db, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("profile"))?;
+    let online = q::last_seen(&state.db, &user_id)
+        .await?
+        .is_some_and(|t| Utc::now() - t < chrono::Duration::seconds(PRESENCE_TTL_SECS));
+    let mut v = profile_json(&p);
+    v["presence"] = json!(if online { "online" } else { "offline" });
+    Ok(Json(v))
+}
+
+async fn heartbeat(State(state): State<AppState>, Auth(actor): Auth) -> ApiResult<Response> {
+    let mut tx = state.db.begin().await?;
+    eventstore::tx_exec!(
+        &mut tx,
+        "INSERT INTO presence (user_id, last_seen) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET last_seen = excluded.last_seen",
+        &actor.user_id,
+        Utc::now()
+    )?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------- chats ----------
+
+fn chat_json_from_row(r: &ChatRow) -> Value {
+    json!({
+        "id": r.id, "type": r.kind, "name": r.name, "slug": r.slug, "is_private": r.is_private,
+        "created_by": r.created_by, "created_at": r.created_at, "updated_at": r.updated_at,
+        "member_count": r.member_count,
+        "settings": serde_json::from_str::<Value>(&r.settings).unwrap_or(json!({})),
+    })
+}
+
+fn chat_json(c: &Chat, _: &[ChatEvent]) -> Value {
+    json!({
+        "id": c.chat_id.map(|i| i.to_string()), "type": c.kind.map(|k| k.as_str()), "name": c.name, "slug": c.slug,
+        "is_private": c.is_private, "created_by": c.created_by, "created_at": c.created_at, "updated_at": c.updated_at,
+        "member_count": c.members.len(), "settings": c.settings,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateChat {
+    #[serde(rename = "type")]
+    kind: ChatType,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    is_private: Option<bool>,
+    #[serde(default)]
+    member_ids: Vec<String>,
+}
+
+async fn create_chat(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    idem: IdempotencyKey,
+    body: ApiJson<CreateChat>,
+) -> ApiResult<Response> {
+    let b = body.value;
+    let chat = NewChat {
+        chat_id: Uuid::now_v7(),
+        kind: b.kind,
+        name: b.name.map(|n| n.trim().to_string()),
+        slug: b.slug,
+        // A dm is private; groups default to private, channels to public.
+        is_private: b.is_private.unwrap_or(b.kind != ChatType::Channel),
+        member_ids: b.member_ids,
+    };
+    let idem = idem.with_request("POST /chats", &body.raw);
+    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &chat_json(c, ev));
+    let exec = cmd::create_chat(
+        &state.bus,
+        &Context::new(actor),
+        chat,
+        idem.as_ref().map(|i| (i, &render as _)),
+    )
+    .await?;
+    answer(&state, PROJECTION, StatusCode::CREATED, exec, chat_json).await
+}
+
+#[derive(Debug, Deserialize)]
+struct ListChats {
+    #[serde(rename = "type")]
+    kind: Option<ChatType>,
+    member: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_chats(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    ApiQuery(p): ApiQuery<ListChats>,
+) -> ApiResult<Json<Value>> {
+    let page = Page::parse(p.limit, p.cursor.as_deref())?;
+    let f = ChatFilter {
+        kind: p.kind.map(|k| k.as_str().to_string()),
+        member: p.member,
+        q: p.q.filter(|s| !s.trim().is_empty()),
+    };
+    let (rows, next) = q::my_chats(&state.db, &actor.user_id, &f, page).await?;
+    Ok(Json(
+        json!({"chats": rows.iter().map(chat_json_from_row).collect::<Vec<_>>(), "next_cursor": next}),
+    ))
+}
+
+/// The chat as the caller may see it, or 404 (never 403: a private chat does not exist for them).
+async fn visible(state: &AppState, raw_id: &str, actor: &Actor) -> ApiResult<(Uuid, ChatRow)> {
+    let id = path_uuid(raw_id, "chat")?;
+    let row = q::visible_chat(
+        &state.db,
+        &id.to_string(),
+        &actor.user_id,
+        actor.has(Role::Admin),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found("chat"))?;
+    Ok((id, row))
+}
+
+async fn get_chat(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (_, row) = visible(&state, &id, &actor).await?;
+    Ok(Json(chat_json_from_row(&row)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchChat {
+    name: Option<String>,
+    is_private: Option<bool>,
+}
+
+async fn patch_chat(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: ApiJson<PatchChat>,
+) -> ApiResult<Response> {
+    let (id, _) = visible(&state, &id, &actor).await?;
+    let b = body.value;
+    let exec = cmd::update_chat(
+        &state.bus,
+        &Context::new(actor),
+        id,
+        b.name.map(|n| n.trim().to_string()),
+        b.is_private,
+    )
+    .await?;
+    answer(&state, PROJECTION, StatusCode::OK, exec, chat_json).await
+}
+
+#[derive(Debug, Deserialize)]
+struct AddMember {
+    user_id: String,
+    #[serde(default)]
+    role: Option<MemberRole>,
+}
+
+fn member_json(user_id: &str) -> impl Fn(&Chat, &[ChatEvent]) -> Value + '_ {
+    move |c: &Chat, _: &[ChatEvent]| match c.member(user_id) {
+        Some(m) => {
+            json!({"id": m.membership_id, "user_id": m.user_id, "role": m.role.as_str(), "joined_at": m.joined_at, "left_at": Value::Null})
+        }
+        None => Value::Null,
+    }
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    idem: IdempotencyKey,
+    Path(id): Path<String>,
+    body: ApiJson<AddMember>,
+) -> ApiResult<Response> {
+    let (id, _) = visible(&state, &id, &actor).await?;
+    let b = body.value;
+    let idem = idem.with_request(&format!("POST /chats/{id}/members"), &body.raw);
+    let user_id = b.user_id.trim().to_string();
+    let render_json = member_json(&user_id);
+    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &render_json(c, ev));
+    let exec = cmd::add_member(
+        &state.bus,
+        &Context::new(actor),
+        id,
+        user_id.clone(),
+        b.role.unwrap_or(MemberRole::Member),
+        idem.as_ref().map(|i| (i, &render as _)),
+    )
+    .await?;
+    answer(
+        &state,
+        PROJECTION,
+        StatusCode::CREATED,
+        exec,
+        member_json(&user_id),
+    )
+    .await
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, user_id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (id, _) = visible(&state, &id, &actor).await?;
+    let exec = cmd::remove_member(&state.bus, &Context::new(actor), id, user_id).await?;
+    if let commands::Executed::Done { stored, .. } = &exec {
+        state.settle(PROJECTION, stored).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,110 @@
+//! Communication commands: profiles and chats. Who may manage a chat is a domain rule (owners,
+//! moderators, admins); syncing profiles needs an admin or the internal secret (checked at the edge).
+
+use domain::chat::{Chat, ChatCommand, MemberRole, NewChat, Profile, ProfileCommand, ProfileData};
+use uuid::Uuid;
+
+use crate::bus::RenderReply;
+use crate::{CommandBus, CommandError, Context, Executed, Idempotency};
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+fn chat_unique_values(chat: &Chat) -> Vec<(&'static str, String)> {
+    chat.unique_values()
+}
+
+pub async fn sync_profile(
+    bus: &CommandBus,
+    ctx: &Context,
+    user_id: &str,
+    data: ProfileData,
+) -> Result<Executed<Profile>, CommandError> {
+    let cmd = ProfileCommand::Sync {
+        user_id: user_id.to_string(),
+        data,
+        at: now(),
+    };
+    bus.execute::<Profile>(user_id, cmd, ctx, None, None).await
+}
+
+pub async fn ensure_profile(
+    bus: &CommandBus,
+    ctx: &Context,
+) -> Result<Executed<Profile>, CommandError> {
+    let user_id = ctx.actor.user_id.clone();
+    let cmd = ProfileCommand::EnsureMinimal {
+        user_id: user_id.clone(),
+        at: now(),
+    };
+    bus.execute::<Profile>(&user_id, cmd, ctx, None, None).await
+}
+
+pub async fn create_chat(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: NewChat,
+    idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
+) -> Result<Executed<Chat>, CommandError> {
+    let id = chat.chat_id.to_string();
+    let cmd = ChatCommand::Create {
+        chat,
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&id, cmd, ctx, Some(chat_unique_values), idem)
+        .await
+}
+
+pub async fn update_chat(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    name: Option<String>,
+    is_private: Option<bool>,
+) -> Result<Executed<Chat>, CommandError> {
+    let cmd = ChatCommand::Update {
+        name,
+        is_private,
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, None)
+        .await
+}
+
+pub async fn add_member(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    user_id: String,
+    role: MemberRole,
+    idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
+) -> Result<Executed<Chat>, CommandError> {
+    let cmd = ChatCommand::AddMember {
+        user_id,
+        role,
+        membership_id: Uuid::now_v7(),
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, idem)
+        .await
+}
+
+pub async fn remove_member(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    user_id: String,
+) -> Result<Executed<Chat>, CommandError> {
+    let cmd = ChatCommand::RemoveMember {
+        user_id,
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, None)
+        .await
+}

@@ -1,0 +1,6 @@
+//! Communication read models: profiles, chats and memberships.
+
+mod projection;
+pub mod queries;
+
+pub use projection::ChatProjection;

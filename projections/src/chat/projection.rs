@@ -1,0 +1,134 @@
+//! The `chat` projection.
+
+use async_trait::async_trait;
+use domain::chat::{ChatEvent, ProfileEvent};
+use eventstore::{tx_exec, StoredEvent, Tx};
+
+pub struct ChatProjection;
+
+#[async_trait]
+impl crate::Projection for ChatProjection {
+    fn name(&self) -> &'static str {
+        "chat"
+    }
+
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["profile", "chat"])
+    }
+
+    async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
+        match e.aggregate_type.as_str() {
+            "profile" => {
+                let ProfileEvent::ProfileSynced { user_id, data, at } =
+                    domain::codec::decode(&e.event_type, e.payload.clone())?;
+                tx_exec!(
+                    tx,
+                    "INSERT INTO profiles (user_id, nickname, nickname_lower, avatar_url, roles, discord_id, updated_at, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id) DO UPDATE SET \
+                     nickname = excluded.nickname, nickname_lower = excluded.nickname_lower, avatar_url = excluded.avatar_url, \
+                     roles = excluded.roles, discord_id = excluded.discord_id, updated_at = excluded.updated_at",
+                    user_id,
+                    &data.nickname,
+                    data.nickname.to_lowercase(),
+                    data.avatar_url,
+                    serde_json::to_string(&data.roles)?,
+                    data.discord_id,
+                    at,
+                    e.position
+                )?;
+            }
+            "chat" => {
+                let chat_id = e.aggregate_id.clone();
+                match domain::codec::decode::<ChatEvent>(&e.event_type, e.payload.clone())? {
+                    ChatEvent::ChatCreated {
+                        kind,
+                        name,
+                        slug,
+                        is_private,
+                        created_by,
+                        members,
+                        settings,
+                        at,
+                        ..
+                    } => {
+                        tx_exec!(
+                            tx,
+                            "INSERT INTO chats (id, type, name, slug, is_private, created_by, created_at, updated_at, member_count, settings, seq) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
+                            &chat_id,
+                            kind.as_str(),
+                            name,
+                            slug,
+                            is_private,
+                            created_by,
+                            at,
+                            members.len() as i64,
+                            serde_json::to_string(&settings)?,
+                            e.position
+                        )?;
+                        for m in members {
+                            tx_exec!(
+                                tx,
+                                "INSERT INTO chat_members (chat_id, user_id, membership_id, role, joined_at) VALUES ($1, $2, $3, $4, $5)",
+                                &chat_id,
+                                m.user_id,
+                                m.membership_id.to_string(),
+                                m.role.as_str(),
+                                m.joined_at
+                            )?;
+                        }
+                    }
+                    ChatEvent::ChatUpdated {
+                        name,
+                        is_private,
+                        at,
+                    } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chats SET name = COALESCE($2, name), is_private = COALESCE($3, is_private), updated_at = $4 WHERE id = $1",
+                            &chat_id,
+                            name,
+                            is_private,
+                            at
+                        )?;
+                    }
+                    ChatEvent::MemberJoined { member } => {
+                        tx_exec!(
+                            tx,
+                            "INSERT INTO chat_members (chat_id, user_id, membership_id, role, joined_at, left_at) VALUES ($1, $2, $3, $4, $5, NULL) \
+                             ON CONFLICT (chat_id, user_id) DO UPDATE SET membership_id = excluded.membership_id, role = excluded.role, \
+                             joined_at = excluded.joined_at, left_at = NULL",
+                            &chat_id,
+                            member.user_id,
+                            member.membership_id.to_string(),
+                            member.role.as_str(),
+                            member.joined_at
+                        )?;
+                        tx_exec!(
+                            tx,
+                            "UPDATE chats SET member_count = member_count + 1 WHERE id = $1",
+                            &chat_id
+                        )?;
+                    }
+                    ChatEvent::MemberLeft { user_id, at, .. } => {
+                        tx_exec!(tx, "UPDATE chat_members SET left_at = $3 WHERE chat_id = $1 AND user_id = $2", &chat_id, user_id, at)?;
+                        tx_exec!(
+                            tx,
+                            "UPDATE chats SET member_count = member_count - 1 WHERE id = $1",
+                            &chat_id
+                        )?;
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()> {
+        for t in ["profiles", "chats", "chat_members"] {
+            tx_exec!(tx, &format!("DELETE FROM {t}"))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Reads of profiles, chats and memberships. Privacy lives here too: a private chat is only ever
+//! returned to its members and to admins.
+
+use chrono::{DateTime, Utc};
+use eventstore::{db_fetch_all, db_fetch_optional, Db};
+
+use crate::page::Page;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProfileRow {
+    pub user_id: String,
+    pub nickname: String,
+    pub avatar_url: Option<String>,
+    pub roles: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ChatRow {
+    pub id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub name: Option<String>,
+    pub slug: Option<String>,
+    pub is_private: bool,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub member_count: i64,
+    pub settings: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub membership_id: String,
+    pub user_id: String,
+    pub role: String,
+    pub joined_at: DateTime<Utc>,
+    pub left_at: Option<DateTime<Utc>>,
+}
+
+pub async fn profile(db: &Db, user_id: &str) -> sqlx::Result<Option<ProfileRow>> {
+    db_fetch_optional!(
+        db,
+        ProfileRow,
+        "SELECT user_id, nickname, avatar_url, roles, seq FROM profiles WHERE user_id = $1",
+        user_id
+    )
+}
+
+/// Fuzzy: the query's characters appear in the nickname in order (`alc` finds `alice`).
+pub async fn search_profiles(
+    db: &Db,
+    q: &str,
+    page: Page,
+) -> sqlx::Result<(Vec<ProfileRow>, Option<String>)> {
+    let mut pattern = String::from("%");
+    for c in q.to_lowercase().chars() {
+        match c {
+            '%' | '_' | '\\' => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            c => pattern.push(c),
+        }
+        pattern.push('%');
+    }
+    let mut rows = db_fetch_all!(
+        db,
+        ProfileRow,
+        "SELECT user_id, nickname, avatar_url, roles, seq FROM profiles \
+         WHERE (nickname_lower LIKE $1 ESCAPE '\\' OR lower(user_id) LIKE $1 ESCAPE '\\') AND seq > $2 ORDER BY seq LIMIT $3",
+        pattern,
+        page.after,
+        page.fetch_limit()
+    )?;
+    let next = page.finish(&mut rows, |r| r.seq);
+    Ok((rows, next))
+}
+
+pub async fn last_seen(db: &Db, user_id: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        last_seen: DateTime<Utc>,
+    }
+    Ok(db_fetch_optional!(
+        db,
+        Row,
+        "SELECT last_seen FROM presence WHERE user_id = $1",
+        user_id
+    )?
+    .map(|r| r.last_seen))
+}
+
+const CHAT_COLUMNS: &str =
+    "c.id, c.type, c.name, c.slug, c.is_private, c.created_by, c.created_at, c.updated_at, c.member_count, c.settings, c.seq";
+
+/// The chat, if `user_id` may see it (member, or admin, or the chat is public).
+pub async fn visible_chat(
+    db: &Db,
+    id: &str,
+    user_id: &str,
+    admin: bool,
+) -> sqlx::Result<Option<ChatRow>> {
+    db_fetch_optional!(
+        db,
+        ChatRow,
+        &format!(
+            "SELECT {CHAT_COLUMNS} FROM chats c WHERE c.id = $1 AND (c.is_private = $3 OR $4 OR EXISTS \
+             (SELECT 1 FROM chat_members m WHERE m.chat_id = c.id AND m.user_id = $2 AND m.left_at IS NULL))"
+        ),
+        id,
+        user_id,
+        false,
+        admin
+    )
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ChatFilter {
+    pub kind: Option<String>,
+    /// Only chats this other user is also a member of.
+    pub member: Option<String>,
+    pub q: Option<String>,
+}
+
+/// The caller's chats (those they are a member of), filtered.
+pub async fn my_chats(
+    db: &Db,
+    user_id: &str,
+    f: &ChatFilter,
+    page: Page,
+) -> sqlx::Result<(Vec<ChatRow>, Option<String>)> {
+    let q = f.q.as_ref().map(|q| {
+        format!(
+            "%{}%",
+            q.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
+    let mut rows = db_fetch_all!(
+        db,
+        ChatRow,
+        &format!(
+            "SELECT {CHAT_COLUMNS} FROM chats c JOIN chat_members me ON me.chat_id = c.id AND me.user_id = $1 AND me.left_at IS NULL \
+             WHERE ($2 IS NULL OR c.type = $2) \
+             AND ($3 IS NULL OR EXISTS (SELECT 1 FROM chat_members o WHERE o.chat_id = c.id AND o.user_id = $3 AND o.left_at IS NULL)) \
+             AND ($4 IS NULL OR lower(COALESCE(c.name, '')) LIKE $4 ESCAPE '\\') \
+             AND c.seq > $5 ORDER BY c.seq LIMIT $6"
+        ),
+        user_id,
+        f.kind.clone(),
+        f.member.clone(),
+        q,
+        page.after,
+        page.fetch_limit()
+    )?;
+    let next = page.finish(&mut rows, |r| r.seq);
+    Ok((rows, next))
+}
+
+pub async fn member(db: &Db, chat_id: &str, user_id: &str) -> sqlx::Result<Option<MemberRow>> {
+    db_fetch_optional!(
+        db,
+        MemberRow,
+        "SELECT membership_id, user_id, role, joined_at, left_at FROM chat_members WHERE chat_id = $1 AND user_id = $2",
+        chat_id,
+        user_id
+    )
+}
