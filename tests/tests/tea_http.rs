@@ -789,6 +789,22 @@ async fn consumption_queries_totals_and_pagination(b: Backend) {
         sept.body["buckets"],
         json!([{"period": "2025-09-01", "qty": 5}, {"period": "2025-09-02", "qty": 5}, {"period": "2025-09-10", "qty": 1}])
     );
+    // Plain dates work too: `to` includes its whole day.
+    let by_dates = app
+        .get("/consumption?from=2025-09-01&to=2025-09-02", &a)
+        .await;
+    assert_eq!(by_dates.status, 200, "{}", by_dates.text);
+    assert_eq!(by_dates.body["totals"]["qty"], 10);
+    let one_day = app
+        .get(
+            "/reports/consumption?group_by=day&from=2025-09-10&to=2025-09-10",
+            &a,
+        )
+        .await;
+    assert_eq!(
+        one_day.body["rows"],
+        json!([{"key": "2025-09-10", "qty": 1}])
+    );
     let weeks = app.get("/consumption?aggregate=week", &a).await;
     assert_eq!(
         weeks.body["buckets"],

@@ -99,7 +99,9 @@ pub(super) enum GroupByParam {
 #[derive(Debug, Deserialize)]
 pub(super) struct ConsumptionReportQuery {
     pub(super) group_by: Option<GroupByParam>,
+    #[serde(default, deserialize_with = "range_start")]
     pub(super) from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "range_end")]
     pub(super) to: Option<DateTime<Utc>>,
     #[serde(default)]
     pub(super) format: Format,

@@ -242,7 +242,9 @@ pub(super) enum AggregateBy {
 pub(super) struct ConsumptionQuery {
     pub(super) item_id: Option<String>,
     pub(super) user_id: Option<String>,
+    #[serde(default, deserialize_with = "range_start")]
     pub(super) from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "range_end")]
     pub(super) to: Option<DateTime<Utc>>,
     pub(super) aggregate: Option<AggregateBy>,
     pub(super) limit: Option<i64>,
