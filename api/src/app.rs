@@ -113,8 +113,10 @@ impl Application {
         let runner = projections_for(&store);
         let relay = Relay::new(store.clone(), settings.amqp_url.clone());
         let mut sinks = vec![];
+        let bus = CommandBus::new(store.clone());
         if settings.run_workers {
             runner.spawn();
+            commands::message::spawn_worker(bus.clone());
             // Without a broker the sinks read the log themselves: nothing to relay to.
             if settings.amqp_url.is_some() {
                 relay.spawn();
@@ -126,7 +128,7 @@ impl Application {
             sinks,
             known_profiles: Default::default(),
             db: store.db(),
-            bus: CommandBus::new(store.clone()),
+            bus,
             store,
             runner,
             settings: Arc::new(settings),

@@ -109,6 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             let runner = projections_for(&store);
             runner.spawn();
+            commands::message::spawn_worker(commands::CommandBus::new(store.clone()));
             if settings.amqp_url.is_some() {
                 projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
             }

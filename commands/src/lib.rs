@@ -7,6 +7,7 @@ mod bus;
 mod cache;
 pub mod chat;
 pub mod inbox;
+pub mod message;
 pub mod tea;
 
 pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

@@ -2,6 +2,7 @@
 //! on PostgreSQL (multi-process) or an embedded SQLite file, with identical behaviour.
 
 mod chain;
+pub mod checkpoints;
 mod db;
 mod notify;
 mod pg;

@@ -3,7 +3,7 @@
 //! `source` naming the service, `subject` the aggregate id.
 
 use chrono::{DateTime, Utc};
-use domain::chat::{ChatEvent, ProfileEvent};
+use domain::chat::{ChatEvent, MessageEvent, OperationEvent, ProfileEvent};
 use domain::tea::{AnnouncementEvent, ItemEvent};
 use eventstore::StoredEvent;
 use serde::Serialize;
@@ -43,6 +43,10 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("chat", "ChatUpdated") => "chat.updated",
         ("chat", "MemberJoined") => "chat.member.joined",
         ("chat", "MemberLeft") => "chat.member.left",
+        ("message", "MessagePosted") => "chat.message.created",
+        ("operation", "MessageSubmitted") => "chat.message.submitted",
+        ("operation", "OperationCompleted") => "chat.operation.completed",
+        ("operation", "OperationRejected") => "chat.operation.rejected",
         _ => "",
     };
     if known.is_empty() {
@@ -188,6 +192,41 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat.member.left".into(),
                     "chat-svc",
                     json!({"chat_id": chat_id, "user_id": user_id, "removed_by": by, "left_at": at}),
+                ),
+                Err(_) => fallback(e, "chat-svc"),
+            }
+        }
+        "message" => {
+            match domain::codec::decode::<MessageEvent>(&e.event_type, e.payload.clone()) {
+                Ok(MessageEvent::MessagePosted {
+                    submission,
+                    created_at,
+                }) => (
+                    "chat.message.created".into(),
+                    "chat-svc",
+                    json!({"chat_id": submission.chat_id, "msg_id": e.aggregate_id, "author_id": submission.author_id,
+                       "created_at": created_at}),
+                ),
+                Err(_) => fallback(e, "chat-svc"),
+            }
+        }
+        // The text of a message is not repeated on the bus: only who submitted what, where.
+        "operation" => {
+            match domain::codec::decode::<OperationEvent>(&e.event_type, e.payload.clone()) {
+                Ok(OperationEvent::MessageSubmitted { submission, .. }) => (
+                    "chat.message.submitted".into(),
+                    "chat-svc",
+                    json!({"operation_id": e.aggregate_id, "chat_id": submission.chat_id, "author_id": submission.author_id}),
+                ),
+                Ok(OperationEvent::OperationCompleted { message_id, .. }) => (
+                    "chat.operation.completed".into(),
+                    "chat-svc",
+                    json!({"operation_id": e.aggregate_id, "message_id": message_id}),
+                ),
+                Ok(OperationEvent::OperationRejected { error, .. }) => (
+                    "chat.operation.rejected".into(),
+                    "chat-svc",
+                    json!({"operation_id": e.aggregate_id, "error": error}),
                 ),
                 Err(_) => fallback(e, "chat-svc"),
             }

@@ -1,12 +1,15 @@
 //! Communication, first part: profiles from User Management, search, presence, chats, members and
 //! privacy, over HTTP on SQLite and PostgreSQL.
 
+use std::time::Duration;
+
 use fafcab_tests::*;
 use serde_json::{json, Value};
 
 on_both_backends!(
     profiles_sync_search_and_presence,
-    chats_membership_and_privacy
+    chats_membership_and_privacy,
+    messages_are_posted_asynchronously
 );
 
 const INTERNAL: &str = "internal-test-secret";
@@ -407,4 +410,211 @@ async fn chats_membership_and_privacy(b: Backend) {
         .unwrap()
         .iter()
         .any(|e| e["type"] == "chat.member.left"));
+}
+
+async fn operation_settled(app: &TestApp, token: &str, op: &str) -> Value {
+    eventually(Duration::from_secs(20), || async {
+        let r = app.get(&format!("/operations/{op}"), token).await;
+        (r.status == 200 && r.body["status"] != "accepted").then_some(r.body)
+    })
+    .await
+}
+
+async fn messages_are_posted_asynchronously(b: Backend) {
+    let app = spawn_app(b).await;
+    let (u1, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
+    let chat = app
+        .post(
+            "/chats",
+            &u1,
+            json!({"type": "group", "name": "kitchen", "member_ids": ["u_2"]}),
+        )
+        .await;
+    let id = chat.body["id"].as_str().unwrap().to_string();
+    let path = format!("/chats/{id}/messages");
+    let body = json!({
+        "text": "tea's out, restock pls", "type": "normal",
+        "attachments": [{"url": "https://x.test/photo.jpg", "content_type": "image/jpeg", "size_bytes": 12345, "extra": {}}],
+        "metadata": {"mentions": ["u_1"], "client": "web"}
+    });
+    let r = app
+        .send(
+            "POST",
+            &path,
+            Some(&u2),
+            Some(body.clone()),
+            &[("idempotency-key", "m-1")],
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let op = r.body["operation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.body,
+        json!({"operation_id": op, "status": "accepted", "poll": format!("/operations/{op}")})
+    );
+    assert_eq!(r.headers["operation-id"], op.as_str());
+    assert_eq!(r.headers["location"], format!("/operations/{op}").as_str());
+    // The same key from the same user: the same operation, one message.
+    let again = app
+        .send(
+            "POST",
+            &path,
+            Some(&u2),
+            Some(body.clone()),
+            &[("idempotency-key", "m-1")],
+        )
+        .await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.body["operation_id"], op.as_str());
+    assert_eq!(again.headers["operation-id"], op.as_str());
+
+    let done = operation_settled(&app, &u2, &op).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let msg_id = done["message_id"].as_str().unwrap().to_string();
+    assert_eq!(done["error"], Value::Null);
+    assert_error(
+        &app.get(&format!("/operations/{op}"), &u1).await,
+        404,
+        "NOT_FOUND",
+    );
+
+    let list = eventually(Duration::from_secs(20), || async {
+        let l = app.get(&path, &u1).await;
+        (l.body["messages"].as_array().map(|a| a.len()) == Some(1)).then_some(l)
+    })
+    .await;
+    let m = &list.body["messages"][0];
+    let keys: Vec<&str> = m.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "chat_id",
+            "type",
+            "author_id",
+            "text",
+            "metadata",
+            "created_at",
+            "edited_at",
+            "deleted_at",
+            "filtered",
+            "filter_matches",
+            "flagged_at",
+            "attachments",
+            "reactions"
+        ]
+    );
+    assert_eq!(m["id"], msg_id.as_str());
+    assert_eq!(m["author_id"], "u_2");
+    assert_eq!(m["text"], "tea's out, restock pls");
+    assert_eq!(m["metadata"], json!({"mentions": ["u_1"], "client": "web"}));
+    assert_eq!(m["filtered"], false);
+    assert_eq!(m["attachments"][0]["url"], "https://x.test/photo.jpg");
+    assert!(m["attachments"][0]["id"].is_string());
+
+    // Outsiders see nothing and cannot post; bad input is 422; notices need rights.
+    assert_error(&app.get(&path, &out).await, 404, "NOT_FOUND");
+    assert_error(
+        &app.post(&path, &out, json!({"text": "hi"})).await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &app.post(&path, &u2, json!({"text": " "})).await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_error(
+        &app.post(&path, &u2, json!({"text": "x".repeat(4001)}))
+            .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_error(
+        &app.post(&path, &u2, json!({"text": "hi", "type": "shout"}))
+            .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_error(
+        &app.post(&path, &u2, json!({"text": "hi", "type": "notice"}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // A second message, and paging newest first.
+    let r2 = app.post(&path, &u1, json!({"text": "second"})).await;
+    let op2 = r2.body["operation_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        operation_settled(&app, &u1, &op2).await["status"],
+        "completed"
+    );
+    let page = eventually(Duration::from_secs(20), || async {
+        let p = app.get(&format!("{path}?limit=1"), &u2).await;
+        (p.body["messages"][0]["text"] == "second").then_some(p)
+    })
+    .await;
+    let c = page.body["next_cursor"].as_str().unwrap();
+    let older = app.get(&format!("{path}?limit=1&cursor={c}"), &u2).await;
+    assert_eq!(older.body["messages"][0]["text"], "tea's out, restock pls");
+
+    // Someone removed after submitting: the worker re-checks and rejects.
+    let gone = app.post(&path, &u2, json!({"text": "bye"})).await;
+    let gone_op = gone.body["operation_id"].as_str().unwrap().to_string();
+    let _ = operation_settled(&app, &u2, &gone_op).await; // (races the removal below; either outcome is valid)
+    assert_eq!(
+        app.send(
+            "DELETE",
+            &format!("/chats/{id}/members/u_2"),
+            Some(&u1),
+            None,
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    let direct = domain::chat::Submission {
+        operation_id: uuid::Uuid::now_v7(),
+        message_id: uuid::Uuid::now_v7(),
+        chat_id: id.parse().unwrap(),
+        author_id: "u_2".into(),
+        kind: domain::chat::MessageType::Normal,
+        text: "late".into(),
+        attachments: vec![],
+        metadata: json!({}),
+    };
+    commands::message::submit(
+        &app.state.bus,
+        &commands::Context::new(domain::Actor::new("u_2", vec![])),
+        direct.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let rejected = operation_settled(&app, &u2, &direct.operation_id.to_string()).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert!(rejected["error"].as_str().unwrap().contains("members"));
+
+    // chat.message.created leaves the system with the seed's data fields, without the text.
+    let feed = app.get("/admin/events?limit=200", &admin()).await;
+    let created: Vec<&Value> = feed.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "chat.message.created")
+        .collect();
+    assert!(created.len() >= 2);
+    let first = created
+        .iter()
+        .find(|e| e["data"]["msg_id"] == msg_id.as_str())
+        .unwrap();
+    assert_eq!(first["source"], "chat-svc");
+    let data_keys: Vec<&str> = first["data"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(data_keys, ["chat_id", "msg_id", "author_id", "created_at"]);
 }

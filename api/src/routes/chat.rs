@@ -10,7 +10,10 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use commands::{chat as cmd, Context};
-use domain::chat::{Chat, ChatEvent, ChatType, MemberRole, NewChat, ProfileData};
+use domain::chat::{
+    Attachment, Chat, ChatEvent, ChatType, MemberRole, MessageType, NewChat, Operation,
+    OperationEvent, ProfileData, Submission,
+};
 use domain::{Actor, Role};
 use projections::chat::queries::{self as q, ChatFilter, ChatRow};
 use projections::page::Page;
@@ -40,6 +43,11 @@ pub fn router() -> Router<AppState> {
         .route("/chats/{chat_id}", get(get_chat).patch(patch_chat))
         .route("/chats/{chat_id}/members", post(add_member))
         .route("/chats/{chat_id}/members/{user_id}", delete(remove_member))
+        .route(
+            "/chats/{chat_id}/messages",
+            post(post_message).get(list_messages),
+        )
+        .route("/operations/{operation_id}", get(get_operation))
 }
 
 // ---------- profiles ----------
@@ -385,4 +393,154 @@ async fn remove_member(
         state.settle(PROJECTION, stored).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------- messages ----------
+
+#[derive(Debug, Deserialize)]
+struct AttachmentReq {
+    url: String,
+    content_type: String,
+    size_bytes: i64,
+    #[serde(default)]
+    extra: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PostMessage {
+    #[serde(default)]
+    text: String,
+    #[serde(rename = "type", default)]
+    kind: Option<MessageType>,
+    #[serde(default)]
+    attachments: Vec<AttachmentReq>,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+fn accepted(op: &str) -> Value {
+    json!({"operation_id": op, "status": "accepted", "poll": format!("/operations/{op}")})
+}
+
+/// 202 with `Operation-Id` and `Location`, for a fresh or a replayed submission alike.
+fn accepted_response(body: Value) -> Response {
+    let op = body["operation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&op) {
+        resp.headers_mut().insert("operation-id", v);
+    }
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("/operations/{op}")) {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    resp
+}
+
+async fn post_message(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    idem: IdempotencyKey,
+    Path(id): Path<String>,
+    body: ApiJson<PostMessage>,
+) -> ApiResult<Response> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let b = body.value;
+    let kind = b.kind.unwrap_or(MessageType::Normal);
+    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
+    commands::message::may_post(&chat, &actor, kind == MessageType::Notice)?;
+    let operation_id = Uuid::now_v7();
+    let submission = Submission {
+        operation_id,
+        message_id: Uuid::now_v7(),
+        chat_id,
+        author_id: actor.user_id.clone(),
+        kind,
+        text: b.text,
+        attachments: b
+            .attachments
+            .into_iter()
+            .map(|a| Attachment {
+                id: Uuid::now_v7(),
+                url: a.url,
+                content_type: a.content_type,
+                size_bytes: a.size_bytes,
+                extra: a.extra.unwrap_or_else(|| json!({})),
+            })
+            .collect(),
+        metadata: b.metadata.unwrap_or_else(|| json!({})),
+    };
+    let idem = idem.with_request(&format!("POST /chats/{chat_id}/messages"), &body.raw);
+    let op = operation_id.to_string();
+    let render = |_: &Operation, _: &[OperationEvent]| reply(StatusCode::ACCEPTED, &accepted(&op));
+    let exec = commands::message::submit(
+        &state.bus,
+        &Context::new(actor),
+        submission,
+        idem.as_ref().map(|i| (i, &render as _)),
+    )
+    .await?;
+    match exec {
+        commands::Executed::Done { stored, .. } => {
+            state.settle(PROJECTION, &stored).await;
+            Ok(accepted_response(accepted(&op)))
+        }
+        commands::Executed::Replayed(r) => Ok(accepted_response(
+            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+        )),
+    }
+}
+
+async fn get_operation(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let op = q::operation(&state.db, &id).await?;
+    // Someone else's operation does not exist for you.
+    let op = op
+        .filter(|o| o.user_id == actor.user_id || actor.has(Role::Admin))
+        .ok_or_else(|| ApiError::not_found("operation"))?;
+    Ok(Json(
+        json!({"operation_id": op.id, "status": op.status, "message_id": op.message_id, "error": op.error}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListMessages {
+    before: Option<chrono::DateTime<Utc>>,
+    after: Option<chrono::DateTime<Utc>>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<ListMessages>,
+) -> ApiResult<Json<Value>> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let page = Page::parse(p.limit, p.cursor.as_deref())?;
+    let (rows, next) =
+        q::messages(&state.db, &chat_id.to_string(), p.before, p.after, page).await?;
+    let messages: Vec<Value> = rows
+        .into_iter()
+        .map(|m| {
+            let deleted = m.deleted_at.is_some();
+            json!({
+                "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
+                "text": if deleted { Value::Null } else { json!(m.text) },
+                "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or(json!({})),
+                "created_at": m.created_at, "edited_at": m.edited_at, "deleted_at": m.deleted_at,
+                "filtered": m.filtered,
+                "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
+                "flagged_at": m.flagged_at,
+                "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
+                "reactions": [],
+            })
+        })
+        .collect();
+    Ok(Json(json!({"messages": messages, "next_cursor": next})))
 }

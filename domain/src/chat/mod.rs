@@ -1,7 +1,9 @@
 //! Communication: user profiles (synced from User Management) and chats with their members.
 
 pub mod conversation;
+pub mod message;
 pub mod profile;
 
 pub use conversation::*;
+pub use message::*;
 pub use profile::*;

@@ -1,7 +1,7 @@
 //! The `chat` projection.
 
 use async_trait::async_trait;
-use domain::chat::{ChatEvent, ProfileEvent};
+use domain::chat::{ChatEvent, MessageEvent, OperationEvent, ProfileEvent};
 use eventstore::{tx_exec, StoredEvent, Tx};
 
 pub struct ChatProjection;
@@ -13,7 +13,7 @@ impl crate::Projection for ChatProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["profile", "chat"])
+        Some(&["profile", "chat", "operation", "message"])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
@@ -120,13 +120,73 @@ impl crate::Projection for ChatProjection {
                     }
                 }
             }
+            "operation" => {
+                match domain::codec::decode::<OperationEvent>(&e.event_type, e.payload.clone())? {
+                    OperationEvent::MessageSubmitted { submission, at } => {
+                        tx_exec!(
+                        tx,
+                        "INSERT INTO chat_operations (id, user_id, chat_id, status, message_id, error, created_at, updated_at) \
+                         VALUES ($1, $2, $3, 'accepted', NULL, NULL, $4, $4)",
+                        &e.aggregate_id,
+                        submission.author_id,
+                        submission.chat_id.to_string(),
+                        at
+                    )?;
+                    }
+                    OperationEvent::OperationCompleted { message_id, at } => {
+                        tx_exec!(
+                        tx,
+                        "UPDATE chat_operations SET status = 'completed', message_id = $2, updated_at = $3 WHERE id = $1",
+                        &e.aggregate_id,
+                        message_id.to_string(),
+                        at
+                    )?;
+                    }
+                    OperationEvent::OperationRejected { error, at } => {
+                        tx_exec!(
+                        tx,
+                        "UPDATE chat_operations SET status = 'rejected', error = $2, updated_at = $3 WHERE id = $1",
+                        &e.aggregate_id,
+                        error,
+                        at
+                    )?;
+                    }
+                }
+            }
+            "message" => {
+                let MessageEvent::MessagePosted {
+                    submission,
+                    created_at,
+                } = domain::codec::decode(&e.event_type, e.payload.clone())?;
+                tx_exec!(
+                    tx,
+                    "INSERT INTO chat_messages (id, chat_id, type, author_id, text, metadata, attachments, created_at, filtered, filter_matches, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '[]', $10)",
+                    &e.aggregate_id,
+                    submission.chat_id.to_string(),
+                    submission.kind.as_str(),
+                    submission.author_id,
+                    submission.text,
+                    submission.metadata.to_string(),
+                    serde_json::to_string(&submission.attachments)?,
+                    created_at,
+                    false,
+                    e.position
+                )?;
+            }
             _ => {}
         }
         Ok(())
     }
 
     async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()> {
-        for t in ["profiles", "chats", "chat_members"] {
+        for t in [
+            "profiles",
+            "chats",
+            "chat_members",
+            "chat_messages",
+            "chat_operations",
+        ] {
             tx_exec!(tx, &format!("DELETE FROM {t}"))?;
         }
         Ok(())

@@ -171,3 +171,65 @@ pub async fn member(db: &Db, chat_id: &str, user_id: &str) -> sqlx::Result<Optio
         user_id
     )
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OperationRow {
+    pub id: String,
+    pub user_id: String,
+    pub status: String,
+    pub message_id: Option<String>,
+    pub error: Option<String>,
+}
+
+pub async fn operation(db: &Db, id: &str) -> sqlx::Result<Option<OperationRow>> {
+    db_fetch_optional!(
+        db,
+        OperationRow,
+        "SELECT id, user_id, status, message_id, error FROM chat_operations WHERE id = $1",
+        id
+    )
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: String,
+    pub chat_id: String,
+    #[sqlx(rename = "type")]
+    pub kind: String,
+    pub author_id: String,
+    pub text: String,
+    pub metadata: String,
+    pub attachments: String,
+    pub created_at: DateTime<Utc>,
+    pub edited_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub filtered: bool,
+    pub filter_matches: String,
+    pub flagged_at: Option<DateTime<Utc>>,
+    pub seq: i64,
+}
+
+/// A chat's messages, newest first; `before`/`after` bound `created_at` (exclusive).
+pub async fn messages(
+    db: &Db,
+    chat_id: &str,
+    before: Option<DateTime<Utc>>,
+    after: Option<DateTime<Utc>>,
+    page: Page,
+) -> sqlx::Result<(Vec<MessageRow>, Option<String>)> {
+    let mut rows = db_fetch_all!(
+        db,
+        MessageRow,
+        "SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
+         filter_matches, flagged_at, seq FROM chat_messages WHERE chat_id = $1 \
+         AND ($2 IS NULL OR created_at < $2) AND ($3 IS NULL OR created_at > $3) AND ($4 = 0 OR seq < $4) \
+         ORDER BY seq DESC LIMIT $5",
+        chat_id,
+        before,
+        after,
+        page.after,
+        page.fetch_limit()
+    )?;
+    let next = page.finish(&mut rows, |r| r.seq);
+    Ok((rows, next))
+}

@@ -1,0 +1,164 @@
+//! Submitting messages, and the worker that posts them. The worker is a process manager: it reads
+//! `MessageSubmitted` from the log with its own checkpoint, posts the message (whose id was fixed at
+//! submission, so a retry can never post twice) after checking the author is still a member, and
+//! completes or rejects the operation (settling twice records nothing).
+
+use std::time::Duration;
+
+use domain::chat::{
+    Chat, Message, MessageCommand, Operation, OperationCommand, OperationEvent, Submission,
+};
+use domain::{Actor, ErrorKind};
+use eventstore::checkpoints::{load_checkpoint_db, save_checkpoint};
+use eventstore::EventStore;
+
+use crate::bus::RenderReply;
+use crate::{CommandBus, CommandError, Context, Executed, Idempotency};
+
+/// Leadership and checkpoint name of the worker.
+pub const WORKER: &str = "pm.messages";
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+pub async fn submit(
+    bus: &CommandBus,
+    ctx: &Context,
+    submission: Submission,
+    idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
+) -> Result<Executed<Operation>, CommandError> {
+    let id = submission.operation_id.to_string();
+    let cmd = OperationCommand::Submit {
+        submission,
+        at: now(),
+    };
+    bus.execute::<Operation>(&id, cmd, ctx, None, idem).await
+}
+
+/// Posts one submitted message and settles its operation.
+pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), CommandError> {
+    let ctx = Context {
+        correlation_id: sub.operation_id,
+        causation_id: Some(sub.operation_id),
+        ..Context::new(Actor::new(sub.author_id.clone(), vec![]))
+    };
+    let (_, chat) = bus.load::<Chat>(&sub.chat_id.to_string()).await?;
+    let member = chat.member(&sub.author_id).is_some();
+    let post = MessageCommand::Post {
+        submission: sub.clone(),
+        author_is_member: member,
+        at: now(),
+    };
+    let settle = match bus
+        .execute::<Message>(&sub.message_id.to_string(), post, &ctx, None, None)
+        .await
+    {
+        Ok(_) => OperationCommand::Complete {
+            message_id: sub.message_id,
+            at: now(),
+        },
+        // Posted by an earlier attempt that did not get to settle the operation.
+        Err(CommandError::Domain {
+            kind: ErrorKind::Conflict,
+            ..
+        }) => OperationCommand::Complete {
+            message_id: sub.message_id,
+            at: now(),
+        },
+        Err(CommandError::Domain {
+            kind: ErrorKind::Forbidden,
+            message,
+        }) => OperationCommand::Reject {
+            error: message,
+            at: now(),
+        },
+        Err(e) => return Err(e),
+    };
+    bus.execute::<Operation>(&sub.operation_id.to_string(), settle, &ctx, None, None)
+        .await?;
+    Ok(())
+}
+
+/// Runs the worker for as long as the process lives (one leader per database).
+pub fn spawn_worker(bus: CommandBus) {
+    tokio::spawn(async move {
+        loop {
+            if let Err(e) = run(&bus).await {
+                tracing::warn!(error = %e, "message worker interrupted; resuming from its checkpoint");
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+async fn run(bus: &CommandBus) -> anyhow::Result<()> {
+    let store: &EventStore = bus.store();
+    let Some(_lead) = store.try_lead(WORKER).await? else {
+        return Ok(());
+    };
+    let db = store.db();
+    let mut wakes = store.subscribe_types(Some(&["operation"]));
+    let mut cp = load_checkpoint_db(&db, WORKER).await?;
+    loop {
+        for w in &mut wakes {
+            w.borrow_and_update();
+        }
+        let batch = store.read_log(cp, 200).await?;
+        if batch.events.is_empty() {
+            if batch.pending {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            } else {
+                let any = futures_select(&mut wakes);
+                let _ = tokio::time::timeout(Duration::from_secs(2), any).await;
+            }
+            continue;
+        }
+        let mut handled = false;
+        for e in &batch.events {
+            if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
+                continue;
+            }
+            let OperationEvent::MessageSubmitted { submission, .. } =
+                domain::codec::decode(&e.event_type, e.payload.clone())?
+            else {
+                continue;
+            };
+            post_submitted(bus, &submission)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            handled = true;
+        }
+        let to = batch.events.last().expect("non-empty").checkpoint();
+        if handled || to.position - cp.position > 1_000 {
+            let mut tx = db.begin().await?;
+            let saved = load_checkpoint_db(&db, WORKER).await?;
+            save_checkpoint(&mut tx, WORKER, saved, to).await?;
+            tx.commit().await?;
+        }
+        cp = to;
+    }
+}
+
+async fn futures_select(wakes: &mut [tokio::sync::watch::Receiver<u64>]) {
+    let futs: Vec<_> = wakes.iter_mut().map(|w| Box::pin(w.changed())).collect();
+    let _ = futures::future::select_all(futs).await;
+}
+
+/// Whether `actor` may post a message of this kind in `chat` right now (the API checks this
+/// before accepting; the worker re-checks membership when posting).
+pub fn may_post(chat: &Chat, actor: &Actor, notice: bool) -> Result<(), CommandError> {
+    let member = chat.member(&actor.user_id);
+    if notice && !chat.managed_by(actor) {
+        return Err(CommandError::Forbidden(
+            "only owners, moderators and admins post notices".into(),
+        ));
+    }
+    if member.is_none() && !(notice && actor.has(domain::Role::Admin)) {
+        return Err(CommandError::Forbidden(
+            "only members of the chat may post".into(),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Messages and the operations that submit them. `POST /chats/{id}/messages` records a
+//! `MessageSubmitted` operation at once (202); a worker then posts the message (re-checking the
+//! author's membership) and completes or rejects the operation.
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{DomainError, ErrorKind};
+
+pub const MAX_TEXT: usize = 4_000;
+pub const MAX_ATTACHMENTS: usize = 10;
+pub const MAX_ATTACHMENT_BYTES: i64 = 25 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageType {
+    Normal,
+    Notice,
+}
+
+impl MessageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageType::Normal => "normal",
+            MessageType::Notice => "notice",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub url: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub extra: serde_json::Value,
+}
+
+/// What was submitted, with the ids the message will have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub operation_id: Uuid,
+    pub message_id: Uuid,
+    pub chat_id: Uuid,
+    pub author_id: String,
+    pub kind: MessageType,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub metadata: serde_json::Value,
+}
+
+impl Submission {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.text.trim().is_empty() && self.attachments.is_empty() {
+            return Err("a message needs text or an attachment".into());
+        }
+        if self.text.chars().count() > MAX_TEXT {
+            return Err(format!("text must be at most {MAX_TEXT} characters"));
+        }
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(format!("at most {MAX_ATTACHMENTS} attachments"));
+        }
+        for a in &self.attachments {
+            if !(a.url.starts_with("https://") || a.url.starts_with("http://"))
+                || a.url.len() > 2_048
+            {
+                return Err("attachment url must be an http(s) URL of at most 2048 bytes".into());
+            }
+            if a.content_type.is_empty()
+                || a.content_type.len() > 128
+                || !a.content_type.contains('/')
+            {
+                return Err("attachment content_type must be a media type".into());
+            }
+            if !(0..=MAX_ATTACHMENT_BYTES).contains(&a.size_bytes) {
+                return Err(format!(
+                    "attachment size_bytes must be 0 to {MAX_ATTACHMENT_BYTES}"
+                ));
+            }
+        }
+        if !self.metadata.is_object() || self.metadata.to_string().len() > 4_096 {
+            return Err("metadata must be an object of at most 4096 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+// ---------- the operation ----------
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperationCommand {
+    Submit {
+        submission: Submission,
+        at: DateTime<Utc>,
+    },
+    Complete {
+        message_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    Reject {
+        error: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OperationEvent {
+    MessageSubmitted {
+        submission: Submission,
+        at: DateTime<Utc>,
+    },
+    OperationCompleted {
+        message_id: Uuid,
+        at: DateTime<Utc>,
+    },
+    OperationRejected {
+        error: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for OperationEvent {
+    fn event_type(&self) -> String {
+        match self {
+            OperationEvent::MessageSubmitted { .. } => "MessageSubmitted",
+            OperationEvent::OperationCompleted { .. } => "OperationCompleted",
+            OperationEvent::OperationRejected { .. } => "OperationRejected",
+        }
+        .into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OperationError {
+    #[error("operation already exists")]
+    AlreadyExists,
+    #[error("operation not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DomainError for OperationError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OperationError::AlreadyExists => ErrorKind::Conflict,
+            OperationError::NotFound => ErrorKind::NotFound,
+            OperationError::Invalid(_) => ErrorKind::Validation,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub submission: Option<Submission>,
+    /// "accepted", "completed" or "rejected".
+    pub status: String,
+}
+
+impl Aggregate for Operation {
+    const TYPE: &'static str = "operation";
+    type Command = OperationCommand;
+    type Event = OperationEvent;
+    type Error = OperationError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        cmd: OperationCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), OperationError> {
+        match cmd {
+            OperationCommand::Submit { submission, at } => {
+                if self.submission.is_some() {
+                    return Err(OperationError::AlreadyExists);
+                }
+                submission.validate().map_err(OperationError::Invalid)?;
+                sink.write(OperationEvent::MessageSubmitted { submission, at }, self)
+                    .await;
+            }
+            // Settling twice (a worker retrying after a crash) records nothing more.
+            OperationCommand::Complete { message_id, at } => {
+                if self.submission.is_none() {
+                    return Err(OperationError::NotFound);
+                }
+                if self.status == "accepted" {
+                    sink.write(OperationEvent::OperationCompleted { message_id, at }, self)
+                        .await;
+                }
+            }
+            OperationCommand::Reject { error, at } => {
+                if self.submission.is_none() {
+                    return Err(OperationError::NotFound);
+                }
+                if self.status == "accepted" {
+                    sink.write(OperationEvent::OperationRejected { error, at }, self)
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, e: OperationEvent) {
+        match e {
+            OperationEvent::MessageSubmitted { submission, .. } => {
+                self.submission = Some(submission);
+                self.status = "accepted".into();
+            }
+            OperationEvent::OperationCompleted { .. } => self.status = "completed".into(),
+            OperationEvent::OperationRejected { .. } => self.status = "rejected".into(),
+        }
+    }
+}
+
+// ---------- the message ----------
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum MessageCommand {
+    /// `author_is_member` is what the worker found in the chat when it posted.
+    Post {
+        submission: Submission,
+        author_is_member: bool,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MessageEvent {
+    MessagePosted {
+        submission: Submission,
+        created_at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for MessageEvent {
+    fn event_type(&self) -> String {
+        "MessagePosted".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MessageError {
+    #[error("message already posted")]
+    AlreadyPosted,
+    #[error("only members of the chat may post")]
+    NotAMember,
+}
+
+impl DomainError for MessageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            MessageError::AlreadyPosted => ErrorKind::Conflict,
+            MessageError::NotAMember => ErrorKind::Forbidden,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub submission: Option<Submission>,
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+impl Aggregate for Message {
+    const TYPE: &'static str = "message";
+    type Command = MessageCommand;
+    type Event = MessageEvent;
+    type Error = MessageError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        cmd: MessageCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), MessageError> {
+        let MessageCommand::Post {
+            submission,
+            author_is_member,
+            at,
+        } = cmd;
+        if self.submission.is_some() {
+            return Err(MessageError::AlreadyPosted);
+        }
+        if !author_is_member {
+            return Err(MessageError::NotAMember);
+        }
+        sink.write(
+            MessageEvent::MessagePosted {
+                submission,
+                created_at: at,
+            },
+            self,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, e: MessageEvent) {
+        let MessageEvent::MessagePosted {
+            submission,
+            created_at,
+        } = e;
+        self.submission = Some(submission);
+        self.created_at = Some(created_at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    fn sub() -> Submission {
+        Submission {
+            operation_id: Uuid::nil(),
+            message_id: Uuid::nil(),
+            chat_id: Uuid::nil(),
+            author_id: "u_2".into(),
+            kind: MessageType::Normal,
+            text: "tea's out, restock pls".into(),
+            attachments: vec![],
+            metadata: serde_json::json!({"mentions": ["u_1"]}),
+        }
+    }
+
+    #[tokio::test]
+    async fn operations_settle_once_and_only_members_post() {
+        let t = DateTime::UNIX_EPOCH;
+        let submitted = OperationEvent::MessageSubmitted {
+            submission: sub(),
+            at: t,
+        };
+        TestFramework::<Operation>::with(())
+            .given(vec![
+                submitted.clone(),
+                OperationEvent::OperationCompleted {
+                    message_id: Uuid::nil(),
+                    at: t,
+                },
+            ])
+            .when_async(OperationCommand::Complete {
+                message_id: Uuid::nil(),
+                at: t,
+            })
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Operation>::with(())
+            .given(vec![submitted])
+            .when_async(OperationCommand::Reject {
+                error: "x".into(),
+                at: t,
+            })
+            .await
+            .then_expect_events(vec![OperationEvent::OperationRejected {
+                error: "x".into(),
+                at: t,
+            }]);
+        TestFramework::<Message>::with(())
+            .given_no_previous_events()
+            .when_async(MessageCommand::Post {
+                submission: sub(),
+                author_is_member: false,
+                at: t,
+            })
+            .await
+            .then_expect_error(MessageError::NotAMember);
+        let mut empty = sub();
+        empty.text = " ".into();
+        assert!(empty.validate().is_err());
+        let mut long = sub();
+        long.text = "x".repeat(MAX_TEXT + 1);
+        assert!(long.validate().is_err());
+    }
+}
