@@ -146,6 +146,34 @@ async fn futures_select(wakes: &mut [tokio::sync::watch::Receiver<u64>]) {
     let _ = futures::future::select_all(futs).await;
 }
 
+/// Soft-deletes a message of `chat`: its author, the chat's owners and moderators, or an admin.
+pub async fn delete(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    message_id: uuid::Uuid,
+) -> Result<Executed<Message>, CommandError> {
+    let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
+    // A message of another chat does not exist here.
+    if msg
+        .submission
+        .as_ref()
+        .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
+    {
+        return Err(CommandError::Domain {
+            kind: ErrorKind::NotFound,
+            message: "message not found".into(),
+        });
+    }
+    let cmd = MessageCommand::Delete {
+        by: ctx.actor.user_id.clone(),
+        moderates: chat.managed_by(&ctx.actor),
+        at: now(),
+    };
+    bus.execute::<Message>(&message_id.to_string(), cmd, ctx, None, None)
+        .await
+}
+
 /// Whether `actor` may post a message of this kind in `chat` right now (the API checks this
 /// before accepting; the worker re-checks membership when posting).
 pub fn may_post(chat: &Chat, actor: &Actor, notice: bool) -> Result<(), CommandError> {

@@ -44,6 +44,7 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("chat", "MemberJoined") => "chat.member.joined",
         ("chat", "MemberLeft") => "chat.member.left",
         ("message", "MessagePosted") => "chat.message.created",
+        ("message", "MessageDeleted") => "chat.message.deleted",
         ("operation", "MessageSubmitted") => "chat.message.submitted",
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
@@ -206,6 +207,11 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat-svc",
                     json!({"chat_id": submission.chat_id, "msg_id": e.aggregate_id, "author_id": submission.author_id,
                        "created_at": created_at}),
+                ),
+                Ok(MessageEvent::MessageDeleted { by, at }) => (
+                    "chat.message.deleted".into(),
+                    "chat-svc",
+                    json!({"msg_id": e.aggregate_id, "deleted_by": by, "deleted_at": at}),
                 ),
                 Err(_) => fallback(e, "chat-svc"),
             }

@@ -558,6 +558,61 @@ async fn messages_are_posted_asynchronously(b: Backend) {
     let older = app.get(&format!("{path}?limit=1&cursor={c}"), &u2).await;
     assert_eq!(older.body["messages"][0]["text"], "tea's out, restock pls");
 
+    // Soft delete: not by another member; by the author; then its text is gone for everyone.
+    let u3 = student("u_3");
+    app.post(
+        &format!("/chats/{id}/members"),
+        &u1,
+        json!({"user_id": "u_3"}),
+    )
+    .await;
+    let del = format!("{path}/{msg_id}");
+    assert_error(
+        &app.send("DELETE", &del, Some(&u3), None, &[]).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &app.send("DELETE", &del, Some(&out), None, &[]).await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &app.send(
+            "DELETE",
+            &format!("{path}/not-a-uuid"),
+            Some(&u2),
+            None,
+            &[],
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_eq!(
+        app.send("DELETE", &del, Some(&u2), None, &[]).await.status,
+        204
+    );
+    assert_error(
+        &app.send("DELETE", &del, Some(&u1), None, &[]).await,
+        404,
+        "NOT_FOUND",
+    );
+    let after_delete = app.get(&path, &u3).await;
+    let gone_msg = after_delete.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == msg_id.as_str())
+        .unwrap()
+        .clone();
+    assert!(gone_msg["deleted_at"].is_string());
+    assert_eq!(
+        gone_msg["text"],
+        Value::Null,
+        "the text is no longer served"
+    );
+
     // Someone removed after submitting: the worker re-checks and rejects.
     let gone = app.post(&path, &u2, json!({"text": "bye"})).await;
     let gone_op = gone.body["operation_id"].as_str().unwrap().to_string();

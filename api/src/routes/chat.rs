@@ -47,6 +47,7 @@ pub fn router() -> Router<AppState> {
             "/chats/{chat_id}/messages",
             post(post_message).get(list_messages),
         )
+        .route("/chats/{chat_id}/messages/{msg_id}", delete(delete_message))
         .route("/operations/{operation_id}", get(get_operation))
 }
 
@@ -543,4 +544,21 @@ async fn list_messages(
         })
         .collect();
     Ok(Json(json!({"messages": messages, "next_cursor": next})))
+}
+
+/// Soft delete by the author, a chat owner or moderator, or an admin: `deleted_at` is set and the
+/// text is no longer served.
+async fn delete_message(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, msg)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let msg_id = path_uuid(&msg, "message")?;
+    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
+    let exec = commands::message::delete(&state.bus, &Context::new(actor), &chat, msg_id).await?;
+    if let commands::Executed::Done { stored, .. } = &exec {
+        state.settle(PROJECTION, stored).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -230,6 +230,12 @@ pub enum MessageCommand {
         author_is_member: bool,
         at: DateTime<Utc>,
     },
+    /// Soft delete; `moderates` says whether `by` is an owner or moderator of the chat, or an admin.
+    Delete {
+        by: String,
+        moderates: bool,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -238,11 +244,19 @@ pub enum MessageEvent {
         submission: Submission,
         created_at: DateTime<Utc>,
     },
+    MessageDeleted {
+        by: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for MessageEvent {
     fn event_type(&self) -> String {
-        "MessagePosted".into()
+        match self {
+            MessageEvent::MessagePosted { .. } => "MessagePosted",
+            MessageEvent::MessageDeleted { .. } => "MessageDeleted",
+        }
+        .into()
     }
     fn event_version(&self) -> String {
         "1.0".into()
@@ -255,13 +269,18 @@ pub enum MessageError {
     AlreadyPosted,
     #[error("only members of the chat may post")]
     NotAMember,
+    #[error("message not found")]
+    NotFound,
+    #[error("only the author, the chat's owners and moderators, or admins may delete a message")]
+    NotAllowed,
 }
 
 impl DomainError for MessageError {
     fn kind(&self) -> ErrorKind {
         match self {
             MessageError::AlreadyPosted => ErrorKind::Conflict,
-            MessageError::NotAMember => ErrorKind::Forbidden,
+            MessageError::NotAMember | MessageError::NotAllowed => ErrorKind::Forbidden,
+            MessageError::NotFound => ErrorKind::NotFound,
         }
     }
 }
@@ -270,6 +289,7 @@ impl DomainError for MessageError {
 pub struct Message {
     pub submission: Option<Submission>,
     pub created_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
 }
 
 impl Aggregate for Message {
@@ -285,35 +305,56 @@ impl Aggregate for Message {
         _: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), MessageError> {
-        let MessageCommand::Post {
-            submission,
-            author_is_member,
-            at,
-        } = cmd;
-        if self.submission.is_some() {
-            return Err(MessageError::AlreadyPosted);
-        }
-        if !author_is_member {
-            return Err(MessageError::NotAMember);
-        }
-        sink.write(
-            MessageEvent::MessagePosted {
+        match cmd {
+            MessageCommand::Post {
                 submission,
-                created_at: at,
-            },
-            self,
-        )
-        .await;
+                author_is_member,
+                at,
+            } => {
+                if self.submission.is_some() {
+                    return Err(MessageError::AlreadyPosted);
+                }
+                if !author_is_member {
+                    return Err(MessageError::NotAMember);
+                }
+                sink.write(
+                    MessageEvent::MessagePosted {
+                        submission,
+                        created_at: at,
+                    },
+                    self,
+                )
+                .await;
+            }
+            MessageCommand::Delete { by, moderates, at } => {
+                let Some(sub) = &self.submission else {
+                    return Err(MessageError::NotFound);
+                };
+                // A deleted message is gone: deleting it again finds nothing.
+                if self.deleted_at.is_some() {
+                    return Err(MessageError::NotFound);
+                }
+                if sub.author_id != by && !moderates {
+                    return Err(MessageError::NotAllowed);
+                }
+                sink.write(MessageEvent::MessageDeleted { by, at }, self)
+                    .await;
+            }
+        }
         Ok(())
     }
 
     fn apply(&mut self, e: MessageEvent) {
-        let MessageEvent::MessagePosted {
-            submission,
-            created_at,
-        } = e;
-        self.submission = Some(submission);
-        self.created_at = Some(created_at);
+        match e {
+            MessageEvent::MessagePosted {
+                submission,
+                created_at,
+            } => {
+                self.submission = Some(submission);
+                self.created_at = Some(created_at);
+            }
+            MessageEvent::MessageDeleted { at, .. } => self.deleted_at = Some(at),
+        }
     }
 }
 
@@ -376,6 +417,39 @@ mod tests {
             })
             .await
             .then_expect_error(MessageError::NotAMember);
+        let posted = MessageEvent::MessagePosted {
+            submission: sub(),
+            created_at: t,
+        };
+        let delete = |by: &str, moderates: bool| MessageCommand::Delete {
+            by: by.into(),
+            moderates,
+            at: t,
+        };
+        TestFramework::<Message>::with(())
+            .given(vec![posted.clone()])
+            .when_async(delete("u_3", false))
+            .await
+            .then_expect_error(MessageError::NotAllowed);
+        TestFramework::<Message>::with(())
+            .given(vec![posted.clone()])
+            .when_async(delete("u_2", false))
+            .await
+            .then_expect_events(vec![MessageEvent::MessageDeleted {
+                by: "u_2".into(),
+                at: t,
+            }]);
+        TestFramework::<Message>::with(())
+            .given(vec![
+                posted,
+                MessageEvent::MessageDeleted {
+                    by: "u_2".into(),
+                    at: t,
+                },
+            ])
+            .when_async(delete("u_mod", true))
+            .await
+            .then_expect_error(MessageError::NotFound);
         let mut empty = sub();
         empty.text = " ".into();
         assert!(empty.validate().is_err());

@@ -154,11 +154,20 @@ impl crate::Projection for ChatProjection {
                 }
             }
             "message" => {
-                let MessageEvent::MessagePosted {
-                    submission,
-                    created_at,
-                } = domain::codec::decode(&e.event_type, e.payload.clone())?;
-                tx_exec!(
+                match domain::codec::decode::<MessageEvent>(&e.event_type, e.payload.clone())? {
+                    MessageEvent::MessageDeleted { at, .. } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chat_messages SET deleted_at = $2 WHERE id = $1",
+                            &e.aggregate_id,
+                            at
+                        )?;
+                    }
+                    MessageEvent::MessagePosted {
+                        submission,
+                        created_at,
+                    } => {
+                        tx_exec!(
                     tx,
                     "INSERT INTO chat_messages (id, chat_id, type, author_id, text, metadata, attachments, created_at, filtered, filter_matches, seq) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '[]', $10)",
@@ -173,6 +182,8 @@ impl crate::Projection for ChatProjection {
                     false,
                     e.position
                 )?;
+                    }
+                }
             }
             _ => {}
         }
