@@ -146,6 +146,34 @@ async fn futures_select(wakes: &mut [tokio::sync::watch::Receiver<u64>]) {
     let _ = futures::future::select_all(futs).await;
 }
 
+/// Edits a message of `chat` (its author only); the new text is validated like a new message.
+pub async fn edit(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    message_id: uuid::Uuid,
+    text: String,
+) -> Result<Executed<Message>, CommandError> {
+    let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
+    if msg
+        .submission
+        .as_ref()
+        .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
+    {
+        return Err(CommandError::Domain {
+            kind: ErrorKind::NotFound,
+            message: "message not found".into(),
+        });
+    }
+    let cmd = MessageCommand::Edit {
+        by: ctx.actor.user_id.clone(),
+        text,
+        at: now(),
+    };
+    bus.execute::<Message>(&message_id.to_string(), cmd, ctx, None, None)
+        .await
+}
+
 /// Soft-deletes a message of `chat`: its author, the chat's owners and moderators, or an admin.
 pub async fn delete(
     bus: &CommandBus,

@@ -45,6 +45,7 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("chat", "MemberLeft") => "chat.member.left",
         ("message", "MessagePosted") => "chat.message.created",
         ("message", "MessageDeleted") => "chat.message.deleted",
+        ("message", "MessageEdited") => "chat.message.edited",
         ("operation", "MessageSubmitted") => "chat.message.submitted",
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
@@ -207,6 +208,11 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat-svc",
                     json!({"chat_id": submission.chat_id, "msg_id": e.aggregate_id, "author_id": submission.author_id,
                        "created_at": created_at}),
+                ),
+                Ok(MessageEvent::MessageEdited { at, .. }) => (
+                    "chat.message.edited".into(),
+                    "chat-svc",
+                    json!({"msg_id": e.aggregate_id, "edited_at": at}),
                 ),
                 Ok(MessageEvent::MessageDeleted { by, at }) => (
                     "chat.message.deleted".into(),

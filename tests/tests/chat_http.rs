@@ -558,6 +558,37 @@ async fn messages_are_posted_asynchronously(b: Backend) {
     let older = app.get(&format!("{path}?limit=1&cursor={c}"), &u2).await;
     assert_eq!(older.body["messages"][0]["text"], "tea's out, restock pls");
 
+    // Edits: the author only; edited_at set; validated like a new message.
+    let edit_path = format!("{path}/{msg_id}");
+    assert_error(
+        &app.patch(&edit_path, &u1, json!({"text": "mine"})).await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_error(
+        &app.patch(&edit_path, &u2, json!({"text": "x".repeat(4001)}))
+            .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    assert_error(
+        &app.patch(&edit_path, &out, json!({"text": "x"})).await,
+        404,
+        "NOT_FOUND",
+    );
+    let edited = app
+        .patch(&edit_path, &u2, json!({"text": "tea's back!"}))
+        .await;
+    assert_eq!(edited.status, 200, "{}", edited.text);
+    assert_eq!(edited.body["text"], "tea's back!");
+    assert!(edited.body["edited_at"].is_string());
+    let history = app.get("/admin/events?limit=200", &admin()).await;
+    assert!(history.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "chat.message.edited"));
+
     // Soft delete: not by another member; by the author; then its text is gone for everyone.
     let u3 = student("u_3");
     app.post(

@@ -47,7 +47,10 @@ pub fn router() -> Router<AppState> {
             "/chats/{chat_id}/messages",
             post(post_message).get(list_messages),
         )
-        .route("/chats/{chat_id}/messages/{msg_id}", delete(delete_message))
+        .route(
+            "/chats/{chat_id}/messages/{msg_id}",
+            delete(delete_message).patch(edit_message),
+        )
         .route("/operations/{operation_id}", get(get_operation))
 }
 
@@ -526,23 +529,7 @@ async fn list_messages(
     let page = Page::parse(p.limit, p.cursor.as_deref())?;
     let (rows, next) =
         q::messages(&state.db, &chat_id.to_string(), p.before, p.after, page).await?;
-    let messages: Vec<Value> = rows
-        .into_iter()
-        .map(|m| {
-            let deleted = m.deleted_at.is_some();
-            json!({
-                "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
-                "text": if deleted { Value::Null } else { json!(m.text) },
-                "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or(json!({})),
-                "created_at": m.created_at, "edited_at": m.edited_at, "deleted_at": m.deleted_at,
-                "filtered": m.filtered,
-                "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
-                "flagged_at": m.flagged_at,
-                "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
-                "reactions": [],
-            })
-        })
-        .collect();
+    let messages: Vec<Value> = rows.into_iter().map(message_json).collect();
     Ok(Json(json!({"messages": messages, "next_cursor": next})))
 }
 
@@ -561,4 +548,53 @@ async fn delete_message(
         state.settle(PROJECTION, stored).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The seed's message shape; a deleted message keeps its place but not its text.
+fn message_json(m: q::MessageRow) -> Value {
+    let deleted = m.deleted_at.is_some();
+    json!({
+        "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
+        "text": if deleted { Value::Null } else { json!(m.text) },
+        "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or(json!({})),
+        "created_at": m.created_at, "edited_at": m.edited_at, "deleted_at": m.deleted_at,
+        "filtered": m.filtered,
+        "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
+        "flagged_at": m.flagged_at,
+        "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
+        "reactions": [],
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditMessage {
+    text: String,
+}
+
+/// `PATCH /chats/{id}/messages/{msg_id}` `{"text"}`: the author only; sets `edited_at`.
+async fn edit_message(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, msg)): Path<(String, String)>,
+    body: ApiJson<EditMessage>,
+) -> ApiResult<Json<Value>> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let msg_id = path_uuid(&msg, "message")?;
+    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
+    let exec = commands::message::edit(
+        &state.bus,
+        &Context::new(actor),
+        &chat,
+        msg_id,
+        body.value.text,
+    )
+    .await?;
+    if let commands::Executed::Done { stored, .. } = &exec {
+        state.settle(PROJECTION, stored).await;
+    }
+    let row = q::message(&state.db, &msg_id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
+    Ok(Json(message_json(row)))
 }

@@ -230,6 +230,12 @@ pub enum MessageCommand {
         author_is_member: bool,
         at: DateTime<Utc>,
     },
+    /// Only the author edits; the earlier texts stay in the events.
+    Edit {
+        by: String,
+        text: String,
+        at: DateTime<Utc>,
+    },
     /// Soft delete; `moderates` says whether `by` is an owner or moderator of the chat, or an admin.
     Delete {
         by: String,
@@ -248,6 +254,10 @@ pub enum MessageEvent {
         by: String,
         at: DateTime<Utc>,
     },
+    MessageEdited {
+        text: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for MessageEvent {
@@ -255,6 +265,7 @@ impl DomainEvent for MessageEvent {
         match self {
             MessageEvent::MessagePosted { .. } => "MessagePosted",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
+            MessageEvent::MessageEdited { .. } => "MessageEdited",
         }
         .into()
     }
@@ -273,13 +284,20 @@ pub enum MessageError {
     NotFound,
     #[error("only the author, the chat's owners and moderators, or admins may delete a message")]
     NotAllowed,
+    #[error("only the author may edit a message")]
+    NotAuthor,
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl DomainError for MessageError {
     fn kind(&self) -> ErrorKind {
         match self {
             MessageError::AlreadyPosted => ErrorKind::Conflict,
-            MessageError::NotAMember | MessageError::NotAllowed => ErrorKind::Forbidden,
+            MessageError::NotAMember | MessageError::NotAllowed | MessageError::NotAuthor => {
+                ErrorKind::Forbidden
+            }
+            MessageError::Invalid(_) => ErrorKind::Validation,
             MessageError::NotFound => ErrorKind::NotFound,
         }
     }
@@ -326,6 +344,24 @@ impl Aggregate for Message {
                 )
                 .await;
             }
+            MessageCommand::Edit { by, text, at } => {
+                let Some(sub) = &self.submission else {
+                    return Err(MessageError::NotFound);
+                };
+                if self.deleted_at.is_some() {
+                    return Err(MessageError::NotFound);
+                }
+                if sub.author_id != by {
+                    return Err(MessageError::NotAuthor);
+                }
+                let mut next = sub.clone();
+                next.text = text.clone();
+                next.validate().map_err(MessageError::Invalid)?;
+                if text != sub.text {
+                    sink.write(MessageEvent::MessageEdited { text, at }, self)
+                        .await;
+                }
+            }
             MessageCommand::Delete { by, moderates, at } => {
                 let Some(sub) = &self.submission else {
                     return Err(MessageError::NotFound);
@@ -354,6 +390,11 @@ impl Aggregate for Message {
                 self.created_at = Some(created_at);
             }
             MessageEvent::MessageDeleted { at, .. } => self.deleted_at = Some(at),
+            MessageEvent::MessageEdited { text, .. } => {
+                if let Some(sub) = &mut self.submission {
+                    sub.text = text;
+                }
+            }
         }
     }
 }
@@ -450,6 +491,39 @@ mod tests {
             .when_async(delete("u_mod", true))
             .await
             .then_expect_error(MessageError::NotFound);
+        let edit = |by: &str, text: &str| MessageCommand::Edit {
+            by: by.into(),
+            text: text.into(),
+            at: t,
+        };
+        TestFramework::<Message>::with(())
+            .given(vec![MessageEvent::MessagePosted {
+                submission: sub(),
+                created_at: t,
+            }])
+            .when_async(edit("u_1", "mine now"))
+            .await
+            .then_expect_error(MessageError::NotAuthor);
+        TestFramework::<Message>::with(())
+            .given(vec![MessageEvent::MessagePosted {
+                submission: sub(),
+                created_at: t,
+            }])
+            .when_async(edit("u_2", "tea's back"))
+            .await
+            .then_expect_events(vec![MessageEvent::MessageEdited {
+                text: "tea's back".into(),
+                at: t,
+            }]);
+        let r = TestFramework::<Message>::with(())
+            .given(vec![MessageEvent::MessagePosted {
+                submission: sub(),
+                created_at: t,
+            }])
+            .when_async(edit("u_2", " "))
+            .await
+            .inspect_result();
+        assert!(matches!(r, Err(MessageError::Invalid(_))));
         let mut empty = sub();
         empty.text = " ".into();
         assert!(empty.validate().is_err());

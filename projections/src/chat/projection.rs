@@ -155,6 +155,15 @@ impl crate::Projection for ChatProjection {
             }
             "message" => {
                 match domain::codec::decode::<MessageEvent>(&e.event_type, e.payload.clone())? {
+                    MessageEvent::MessageEdited { text, at } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chat_messages SET text = $2, edited_at = $3 WHERE id = $1",
+                            &e.aggregate_id,
+                            text,
+                            at
+                        )?;
+                    }
                     MessageEvent::MessageDeleted { at, .. } => {
                         tx_exec!(
                             tx,

@@ -233,3 +233,13 @@ pub async fn messages(
     let next = page.finish(&mut rows, |r| r.seq);
     Ok((rows, next))
 }
+
+pub async fn message(db: &Db, id: &str) -> sqlx::Result<Option<MessageRow>> {
+    db_fetch_optional!(
+        db,
+        MessageRow,
+        "SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
+         filter_matches, flagged_at, seq FROM chat_messages WHERE id = $1",
+        id
+    )
+}
