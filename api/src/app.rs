@@ -85,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::tea::router())
         .merge(crate::routes::notifications::router())
         .merge(crate::routes::chat::router())
+        .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
+        .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(limit))
@@ -127,6 +129,7 @@ impl Application {
             relay,
             sinks,
             known_profiles: Default::default(),
+            graphql: crate::graphql::schema(),
             db: store.db(),
             bus,
             store,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod graphql;
 pub mod metrics;
 pub mod routes;
 pub mod settings;

@@ -17,6 +17,7 @@ pub struct AppState {
     pub bus: CommandBus,
     pub runner: ProjectionRunner,
     pub relay: Relay,
+    pub graphql: crate::graphql::FafcabSchema,
     /// Users known to have a profile (bounded; a miss costs one idempotent command).
     pub known_profiles: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Sinks running in this process, with their status.

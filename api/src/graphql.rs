@@ -1,0 +1,190 @@
+//! GraphQL over HTTP (`POST /graphql`), its SDL (`GET /graphql/schema.graphql`, and
+//! `schema.graphql` at the root, kept equal by a test) and GraphiQL (`GET /graphql`). This first
+//! schema reads Tea Management through the same read models as REST; mutations and subscriptions
+//! come with the GraphQL issue. Same auth as REST (a bearer token, else 401), and every query is
+//! bounded in depth and complexity.
+
+use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID};
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use projections::page::Page;
+use projections::tea::queries::{self as q, ItemFilter};
+
+use crate::auth::Auth;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+pub const MAX_DEPTH: usize = 10;
+pub const MAX_COMPLEXITY: usize = 500;
+
+pub type FafcabSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+pub fn schema() -> FafcabSchema {
+    Schema::build(Query, EmptyMutation, EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .finish()
+}
+
+/// A consumable with its live stock.
+#[derive(SimpleObject)]
+pub struct Item {
+    id: ID,
+    name: String,
+    unit: String,
+    category: String,
+    sku: Option<String>,
+    active: bool,
+    track_expiry: bool,
+    min_stock_qty: i64,
+    tags: Vec<String>,
+    stock_qty: i64,
+    low_stock: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<q::ItemRow> for Item {
+    fn from(r: q::ItemRow) -> Self {
+        Item {
+            id: ID(r.id),
+            low_stock: r.stock_qty < r.threshold_qty,
+            name: r.name,
+            unit: r.unit,
+            category: r.category,
+            sku: r.sku,
+            active: r.active,
+            track_expiry: r.track_expiry,
+            min_stock_qty: r.min_stock_qty,
+            tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+            stock_qty: r.stock_qty,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    has_next_page: bool,
+    end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ItemEdge {
+    cursor: String,
+    node: Item,
+}
+
+#[derive(SimpleObject)]
+pub struct ItemConnection {
+    edges: Vec<ItemEdge>,
+    page_info: PageInfo,
+}
+
+pub struct Query;
+
+fn db<'a>(ctx: &Context<'a>) -> &'a eventstore::Db {
+    &ctx.data_unchecked::<AppState>().db
+}
+
+/// Errors carry the REST envelope's code in `extensions.code`.
+fn gql_error(e: ApiError) -> async_graphql::Error {
+    use async_graphql::ErrorExtensions;
+    let code = match &e {
+        ApiError::NotFound(_) => "NOT_FOUND",
+        ApiError::Validation(..) => "VALIDATION_ERROR",
+        _ => "INTERNAL",
+    };
+    let message = if code == "INTERNAL" {
+        "internal error".to_string()
+    } else {
+        e.to_string()
+    };
+    if code == "INTERNAL" {
+        tracing::error!(error = %e, "graphql resolver failed");
+    }
+    async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+}
+
+#[Object]
+impl Query {
+    /// One item, or null.
+    async fn item(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Item>> {
+        let Ok(id) = id.parse::<uuid::Uuid>() else {
+            return Ok(None);
+        };
+        let row = q::get_item(db(ctx), &id.to_string())
+            .await
+            .map_err(|e| gql_error(e.into()))?;
+        Ok(row.map(Item::from))
+    }
+
+    /// Items, oldest first, `first` at most 200 (default 50), filtered like `GET /items`.
+    async fn items(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        q: Option<String>,
+        category: Option<String>,
+        low_stock: Option<bool>,
+        active: Option<bool>,
+    ) -> async_graphql::Result<ItemConnection> {
+        let page =
+            Page::parse(first.map(i64::from), after.as_deref()).map_err(|e| gql_error(e.into()))?;
+        let filter = ItemFilter {
+            q: q.filter(|s| !s.trim().is_empty()),
+            category,
+            low_stock,
+            active,
+        };
+        let (rows, next) = q::list_items(db(ctx), &filter, page)
+            .await
+            .map_err(|e| gql_error(e.into()))?;
+        let edges = rows
+            .into_iter()
+            .map(|r| ItemEdge {
+                cursor: projections::page::encode(r.seq),
+                node: Item::from(r),
+            })
+            .collect();
+        Ok(ItemConnection {
+            edges,
+            page_info: PageInfo {
+                has_next_page: next.is_some(),
+                end_cursor: next,
+            },
+        })
+    }
+}
+
+/// `POST /graphql`.
+pub async fn execute(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    body: ApiJson<async_graphql::Request>,
+) -> Response {
+    let request = body.value.data(state.clone()).data(actor);
+    let response = state.graphql.execute(request).await;
+    axum::Json(response).into_response()
+}
+
+/// `GET /graphql/schema.graphql`: the SDL this server serves.
+pub async fn sdl(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; charset=utf-8")],
+        state.graphql.sdl(),
+    )
+}
+
+/// `GET /graphql`: GraphiQL, for people with a browser and a token.
+pub async fn graphiql() -> ApiResult<Html<String>> {
+    Ok(Html(
+        async_graphql::http::GraphiQLSource::build()
+            .endpoint("/graphql")
+            .finish(),
+    ))
+}
