@@ -85,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::tea::router())
         .merge(crate::routes::notifications::router())
         .merge(crate::routes::chat::router())
+        .merge(crate::routes::moderation::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

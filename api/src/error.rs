@@ -25,6 +25,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests; retry after this many seconds.
+    #[error("{0}")]
+    RateLimited(String, u64),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "VALIDATION_ERROR"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "VALIDATION_ERROR"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            ApiError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
         }
     }
@@ -98,6 +102,7 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(m, d) | ApiError::Validation(m, d) => {
                 (m.clone(), d.clone().unwrap_or(Value::Null))
             }
+            ApiError::RateLimited(m, secs) => (m.clone(), json!({"retry_after": secs})),
             other => (other.to_string(), Value::Null),
         };
         let body = json!({"error": {"code": code, "message": message, "details": details}});
@@ -105,6 +110,10 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let ApiError::RateLimited(_, secs) = &self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()

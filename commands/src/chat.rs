@@ -83,6 +83,12 @@ pub async fn add_member(
     role: MemberRole,
     idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
 ) -> Result<Executed<Chat>, CommandError> {
+    // A user banned from the chat cannot be re-added while banned (told only to those who may
+    // manage the chat; others get the aggregate's own refusal).
+    let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
+    if chat.managed_by(&ctx.actor) {
+        crate::moderation::check_not_banned(bus, chat_id, &user_id).await?;
+    }
     let cmd = ChatCommand::AddMember {
         user_id,
         role,

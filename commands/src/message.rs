@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use domain::chat::{
-    Chat, Message, MessageCommand, Operation, OperationCommand, OperationEvent, Submission,
+    Chat, Message, MessageCommand, MessageType, Operation, OperationCommand, OperationEvent,
+    Submission,
 };
 use domain::{Actor, ErrorKind};
 use eventstore::checkpoints::{load_checkpoint_db, save_checkpoint};
@@ -23,12 +24,17 @@ fn now() -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now().trunc_subsecs(6)
 }
 
+/// Records a submission; its text is masked by the current filters first (the banned text is
+/// never stored), with the matched phrases kept in `filter_matches`.
 pub async fn submit(
     bus: &CommandBus,
     ctx: &Context,
-    submission: Submission,
+    mut submission: Submission,
     idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
 ) -> Result<Executed<Operation>, CommandError> {
+    let filtered = crate::moderation::filter_text(bus, &submission.text).await?;
+    submission.text = filtered.text;
+    submission.filter_matches = filtered.matches;
     let id = submission.operation_id.to_string();
     let cmd = OperationCommand::Submit {
         submission,
@@ -45,7 +51,18 @@ pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), Co
         ..Context::new(Actor::new(sub.author_id.clone(), vec![]))
     };
     let (_, chat) = bus.load::<Chat>(&sub.chat_id.to_string()).await?;
-    let member = chat.member(&sub.author_id).is_some();
+    // A notice was authorised when accepted (admins post notices into chats they are not in).
+    let member = chat.member(&sub.author_id).is_some() || sub.kind == MessageType::Notice;
+    // A ban or mute applied after the message was accepted still stops it.
+    if let Some(why) = crate::moderation::posting_blocked(bus, sub.chat_id, &sub.author_id).await? {
+        let reject = OperationCommand::Reject {
+            error: why,
+            at: now(),
+        };
+        bus.execute::<Operation>(&sub.operation_id.to_string(), reject, &ctx, None, None)
+            .await?;
+        return Ok(());
+    }
     let post = MessageCommand::Post {
         submission: sub.clone(),
         author_is_member: member,
@@ -101,6 +118,7 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
     let db = store.db();
     let mut wakes = store.subscribe_types(Some(&["operation"]));
     let mut cp = load_checkpoint_db(&db, WORKER).await?;
+    let mut saved = cp;
     loop {
         for w in &mut wakes {
             w.borrow_and_update();
@@ -133,9 +151,9 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
         let to = batch.events.last().expect("non-empty").checkpoint();
         if handled || to.position - cp.position > 1_000 {
             let mut tx = db.begin().await?;
-            let saved = load_checkpoint_db(&db, WORKER).await?;
             save_checkpoint(&mut tx, WORKER, saved, to).await?;
             tx.commit().await?;
+            saved = to;
         }
         cp = to;
     }
@@ -154,24 +172,14 @@ pub async fn edit(
     message_id: uuid::Uuid,
     text: String,
 ) -> Result<Executed<Message>, CommandError> {
-    let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
-    if msg
-        .submission
-        .as_ref()
-        .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
-    {
-        return Err(CommandError::Domain {
-            kind: ErrorKind::NotFound,
-            message: "message not found".into(),
-        });
-    }
+    let filtered = crate::moderation::filter_text(bus, &text).await?;
     let cmd = MessageCommand::Edit {
         by: ctx.actor.user_id.clone(),
-        text,
+        text: filtered.text,
+        filter_matches: filtered.matches,
         at: now(),
     };
-    bus.execute::<Message>(&message_id.to_string(), cmd, ctx, None, None)
-        .await
+    on_message(bus, ctx, chat, message_id, cmd).await
 }
 
 /// Soft-deletes a message of `chat`: its author, the chat's owners and moderators, or an admin.
@@ -181,8 +189,57 @@ pub async fn delete(
     chat: &Chat,
     message_id: uuid::Uuid,
 ) -> Result<Executed<Message>, CommandError> {
+    let cmd = MessageCommand::Delete {
+        by: ctx.actor.user_id.clone(),
+        moderates: chat.managed_by(&ctx.actor),
+        at: now(),
+    };
+    on_message(bus, ctx, chat, message_id, cmd).await
+}
+
+/// Adds the caller's reaction to a message of `chat` (members only).
+pub async fn react(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    message_id: uuid::Uuid,
+    emoji: String,
+) -> Result<Executed<Message>, CommandError> {
+    let cmd = MessageCommand::React {
+        by: ctx.actor.user_id.clone(),
+        emoji,
+        reaction_id: uuid::Uuid::now_v7(),
+        is_member: chat.member(&ctx.actor.user_id).is_some(),
+        at: now(),
+    };
+    on_message(bus, ctx, chat, message_id, cmd).await
+}
+
+/// Removes the caller's reaction `emoji` from a message of `chat`.
+pub async fn unreact(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    message_id: uuid::Uuid,
+    emoji: String,
+) -> Result<Executed<Message>, CommandError> {
+    let cmd = MessageCommand::Unreact {
+        by: ctx.actor.user_id.clone(),
+        emoji,
+        at: now(),
+    };
+    on_message(bus, ctx, chat, message_id, cmd).await
+}
+
+/// Runs `cmd` on a message of `chat` (a message of another chat does not exist here).
+async fn on_message(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    message_id: uuid::Uuid,
+    cmd: MessageCommand,
+) -> Result<Executed<Message>, CommandError> {
     let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
-    // A message of another chat does not exist here.
     if msg
         .submission
         .as_ref()
@@ -193,13 +250,23 @@ pub async fn delete(
             message: "message not found".into(),
         });
     }
-    let cmd = MessageCommand::Delete {
-        by: ctx.actor.user_id.clone(),
-        moderates: chat.managed_by(&ctx.actor),
-        at: now(),
-    };
     bus.execute::<Message>(&message_id.to_string(), cmd, ctx, None, None)
         .await
+}
+
+/// Whether `actor` may post a message now: [`may_post`] and no ban or mute in force.
+pub async fn check_may_post(
+    bus: &CommandBus,
+    chat: &Chat,
+    actor: &Actor,
+    notice: bool,
+) -> Result<(), CommandError> {
+    may_post(chat, actor, notice)?;
+    let chat_id = chat.chat_id.unwrap_or_default();
+    if let Some(why) = crate::moderation::posting_blocked(bus, chat_id, &actor.user_id).await? {
+        return Err(CommandError::Forbidden(why));
+    }
+    Ok(())
 }
 
 /// Whether `actor` may post a message of this kind in `chat` right now (the API checks this

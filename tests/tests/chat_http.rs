@@ -669,6 +669,7 @@ async fn messages_are_posted_asynchronously(b: Backend) {
         text: "late".into(),
         attachments: vec![],
         metadata: json!({}),
+        filter_matches: vec![],
     };
     commands::message::submit(
         &app.state.bus,

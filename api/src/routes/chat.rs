@@ -51,6 +51,14 @@ pub fn router() -> Router<AppState> {
             "/chats/{chat_id}/messages/{msg_id}",
             delete(delete_message).patch(edit_message),
         )
+        .route(
+            "/chats/{chat_id}/messages/{msg_id}/reactions",
+            post(add_reaction),
+        )
+        .route(
+            "/chats/{chat_id}/messages/{msg_id}/reactions/{emoji}",
+            delete(remove_reaction),
+        )
         .route("/operations/{operation_id}", get(get_operation))
 }
 
@@ -290,7 +298,11 @@ async fn list_chats(
 }
 
 /// The chat as the caller may see it, or 404 (never 403: a private chat does not exist for them).
-async fn visible(state: &AppState, raw_id: &str, actor: &Actor) -> ApiResult<(Uuid, ChatRow)> {
+pub(crate) async fn visible(
+    state: &AppState,
+    raw_id: &str,
+    actor: &Actor,
+) -> ApiResult<(Uuid, ChatRow)> {
     let id = path_uuid(raw_id, "chat")?;
     let row = q::visible_chat(
         &state.db,
@@ -453,7 +465,17 @@ async fn post_message(
     let b = body.value;
     let kind = b.kind.unwrap_or(MessageType::Normal);
     let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    commands::message::may_post(&chat, &actor, kind == MessageType::Notice)?;
+    commands::message::check_may_post(&state.bus, &chat, &actor, kind == MessageType::Notice)
+        .await?;
+    if let Err(wait) = crate::ratelimit::MESSAGES.take(&actor.user_id) {
+        return Err(ApiError::RateLimited(
+            format!(
+                "at most {} messages per second per user",
+                crate::ratelimit::MESSAGES_PER_SEC
+            ),
+            crate::ratelimit::retry_after_secs(wait),
+        ));
+    }
     let operation_id = Uuid::now_v7();
     let submission = Submission {
         operation_id,
@@ -474,6 +496,7 @@ async fn post_message(
             })
             .collect(),
         metadata: b.metadata.unwrap_or_else(|| json!({})),
+        filter_matches: vec![],
     };
     let idem = idem.with_request(&format!("POST /chats/{chat_id}/messages"), &body.raw);
     let op = operation_id.to_string();
@@ -529,7 +552,14 @@ async fn list_messages(
     let page = Page::parse(p.limit, p.cursor.as_deref())?;
     let (rows, next) =
         q::messages(&state.db, &chat_id.to_string(), p.before, p.after, page).await?;
-    let messages: Vec<Value> = rows.into_iter().map(message_json).collect();
+    let mut reactions = reactions_by_message(&state, &rows).await?;
+    let messages: Vec<Value> = rows
+        .into_iter()
+        .map(|m| {
+            let r = reactions.remove(&m.id).unwrap_or_default();
+            message_json(m, r)
+        })
+        .collect();
     Ok(Json(json!({"messages": messages, "next_cursor": next})))
 }
 
@@ -550,8 +580,23 @@ async fn delete_message(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The reactions of these messages in the seed's shape, by message id.
+pub(crate) async fn reactions_by_message(
+    state: &AppState,
+    rows: &[q::MessageRow],
+) -> ApiResult<std::collections::HashMap<String, Vec<Value>>> {
+    let ids: Vec<String> = rows.iter().map(|m| m.id.clone()).collect();
+    let mut out: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for r in projections::chat::moderation::reactions_of(&state.db, &ids).await? {
+        out.entry(r.message_id).or_default().push(
+            json!({"id": r.id, "user_id": r.user_id, "emoji": r.emoji, "created_at": r.created_at}),
+        );
+    }
+    Ok(out)
+}
+
 /// The seed's message shape; a deleted message keeps its place but not its text.
-fn message_json(m: q::MessageRow) -> Value {
+pub(crate) fn message_json(m: q::MessageRow, reactions: Vec<Value>) -> Value {
     let deleted = m.deleted_at.is_some();
     json!({
         "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
@@ -562,7 +607,7 @@ fn message_json(m: q::MessageRow) -> Value {
         "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
         "flagged_at": m.flagged_at,
         "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
-        "reactions": [],
+        "reactions": reactions,
     })
 }
 
@@ -596,5 +641,76 @@ async fn edit_message(
     let row = q::message(&state.db, &msg_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("message"))?;
-    Ok(Json(message_json(row)))
+    let mut reactions = reactions_by_message(&state, std::slice::from_ref(&row)).await?;
+    let r = reactions.remove(&row.id).unwrap_or_default();
+    Ok(Json(message_json(row, r)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReactionBody {
+    emoji: String,
+}
+
+/// `POST /chats/{id}/messages/{msg_id}/reactions` `{"emoji"}`: members react; 201 with the
+/// reaction (the same one again when the caller already reacted with this emoji).
+async fn add_reaction(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, msg)): Path<(String, String)>,
+    body: ApiJson<ReactionBody>,
+) -> ApiResult<Response> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let msg_id = path_uuid(&msg, "message")?;
+    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
+    let user_id = actor.user_id.clone();
+    let emoji = body.value.emoji;
+    let exec = commands::message::react(
+        &state.bus,
+        &Context::new(actor),
+        &chat,
+        msg_id,
+        emoji.clone(),
+    )
+    .await?;
+    let commands::Executed::Done {
+        state: message,
+        stored,
+        ..
+    } = exec
+    else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "reactions are not replayed"
+        )));
+    };
+    state.settle(PROJECTION, &stored).await;
+    let r = message
+        .reactions
+        .iter()
+        .find(|r| r.user_id == user_id && r.emoji == emoji)
+        .ok_or_else(|| ApiError::not_found("reaction"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": r.id, "user_id": r.user_id, "emoji": r.emoji, "created_at": r.created_at}),
+        ),
+    )
+        .into_response())
+}
+
+/// `DELETE /chats/{id}/messages/{msg_id}/reactions/{emoji}`: removes the caller's reaction.
+async fn remove_reaction(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path((id, msg, emoji)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let msg_id = path_uuid(&msg, "message")?;
+    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
+    let exec =
+        commands::message::unreact(&state.bus, &Context::new(actor), &chat, msg_id, emoji).await?;
+    if let commands::Executed::Done { stored, .. } = &exec {
+        state.settle(PROJECTION, stored).await;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod chat;
+pub mod moderation;
 pub mod notifications;
 pub mod tea;
 

@@ -50,6 +50,9 @@ pub struct Submission {
     pub text: String,
     pub attachments: Vec<Attachment>,
     pub metadata: serde_json::Value,
+    /// The filter phrases the text matched when it was submitted (the text is stored masked).
+    #[serde(default)]
+    pub filter_matches: Vec<String>,
 }
 
 impl Submission {
@@ -234,6 +237,20 @@ pub enum MessageCommand {
     Edit {
         by: String,
         text: String,
+        filter_matches: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    /// Members react; one reaction per user and emoji.
+    React {
+        by: String,
+        emoji: String,
+        reaction_id: Uuid,
+        is_member: bool,
+        at: DateTime<Utc>,
+    },
+    Unreact {
+        by: String,
+        emoji: String,
         at: DateTime<Utc>,
     },
     /// Soft delete; `moderates` says whether `by` is an owner or moderator of the chat, or an admin.
@@ -257,7 +274,45 @@ pub enum MessageEvent {
     MessageEdited {
         text: String,
         at: DateTime<Utc>,
+        #[serde(default)]
+        filter_matches: Vec<String>,
     },
+    /// The text (as posted or edited) matched the moderation filters and was stored masked.
+    MessageFlagged {
+        chat_id: Uuid,
+        author_id: String,
+        matches: Vec<String>,
+        at: DateTime<Utc>,
+    },
+    ReactionAdded {
+        reaction: Reaction,
+    },
+    ReactionRemoved {
+        reaction_id: Uuid,
+        user_id: String,
+        emoji: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reaction {
+    pub id: Uuid,
+    pub user_id: String,
+    pub emoji: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Distinct reactions one message holds.
+pub const MAX_REACTIONS: usize = 200;
+
+/// An emoji: 1 to 32 bytes, no whitespace or control characters, no `/`.
+pub fn valid_emoji(e: &str) -> bool {
+    !e.is_empty()
+        && e.len() <= 32
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/')
 }
 
 impl DomainEvent for MessageEvent {
@@ -266,6 +321,9 @@ impl DomainEvent for MessageEvent {
             MessageEvent::MessagePosted { .. } => "MessagePosted",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
             MessageEvent::MessageEdited { .. } => "MessageEdited",
+            MessageEvent::MessageFlagged { .. } => "MessageFlagged",
+            MessageEvent::ReactionAdded { .. } => "ReactionAdded",
+            MessageEvent::ReactionRemoved { .. } => "ReactionRemoved",
         }
         .into()
     }
@@ -286,6 +344,10 @@ pub enum MessageError {
     NotAllowed,
     #[error("only the author may edit a message")]
     NotAuthor,
+    #[error("only members of the chat may react")]
+    NotAMemberToReact,
+    #[error("reaction not found")]
+    ReactionNotFound,
     #[error("{0}")]
     Invalid(String),
 }
@@ -294,9 +356,11 @@ impl DomainError for MessageError {
     fn kind(&self) -> ErrorKind {
         match self {
             MessageError::AlreadyPosted => ErrorKind::Conflict,
-            MessageError::NotAMember | MessageError::NotAllowed | MessageError::NotAuthor => {
-                ErrorKind::Forbidden
-            }
+            MessageError::NotAMember
+            | MessageError::NotAllowed
+            | MessageError::NotAuthor
+            | MessageError::NotAMemberToReact => ErrorKind::Forbidden,
+            MessageError::ReactionNotFound => ErrorKind::NotFound,
             MessageError::Invalid(_) => ErrorKind::Validation,
             MessageError::NotFound => ErrorKind::NotFound,
         }
@@ -308,6 +372,17 @@ pub struct Message {
     pub submission: Option<Submission>,
     pub created_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reactions: Vec<Reaction>,
+}
+
+impl Message {
+    fn live(&self) -> Result<&Submission, MessageError> {
+        match &self.submission {
+            Some(s) if self.deleted_at.is_none() => Ok(s),
+            _ => Err(MessageError::NotFound),
+        }
+    }
 }
 
 impl Aggregate for Message {
@@ -335,6 +410,8 @@ impl Aggregate for Message {
                 if !author_is_member {
                     return Err(MessageError::NotAMember);
                 }
+                let matches = submission.filter_matches.clone();
+                let (chat_id, author_id) = (submission.chat_id, submission.author_id.clone());
                 sink.write(
                     MessageEvent::MessagePosted {
                         submission,
@@ -343,14 +420,23 @@ impl Aggregate for Message {
                     self,
                 )
                 .await;
-            }
-            MessageCommand::Edit { by, text, at } => {
-                let Some(sub) = &self.submission else {
-                    return Err(MessageError::NotFound);
-                };
-                if self.deleted_at.is_some() {
-                    return Err(MessageError::NotFound);
+                if !matches.is_empty() {
+                    let flagged = MessageEvent::MessageFlagged {
+                        chat_id,
+                        author_id,
+                        matches,
+                        at,
+                    };
+                    sink.write(flagged, self).await;
                 }
+            }
+            MessageCommand::Edit {
+                by,
+                text,
+                filter_matches,
+                at,
+            } => {
+                let sub = self.live()?;
                 if sub.author_id != by {
                     return Err(MessageError::NotAuthor);
                 }
@@ -358,9 +444,86 @@ impl Aggregate for Message {
                 next.text = text.clone();
                 next.validate().map_err(MessageError::Invalid)?;
                 if text != sub.text {
-                    sink.write(MessageEvent::MessageEdited { text, at }, self)
-                        .await;
+                    let matches = filter_matches.clone();
+                    let (chat_id, author_id) = (sub.chat_id, sub.author_id.clone());
+                    sink.write(
+                        MessageEvent::MessageEdited {
+                            text,
+                            at,
+                            filter_matches,
+                        },
+                        self,
+                    )
+                    .await;
+                    if !matches.is_empty() {
+                        let flagged = MessageEvent::MessageFlagged {
+                            chat_id,
+                            author_id,
+                            matches,
+                            at,
+                        };
+                        sink.write(flagged, self).await;
+                    }
                 }
+            }
+            MessageCommand::React {
+                by,
+                emoji,
+                reaction_id,
+                is_member,
+                at,
+            } => {
+                self.live()?;
+                if !is_member {
+                    return Err(MessageError::NotAMemberToReact);
+                }
+                if !valid_emoji(&emoji) {
+                    return Err(MessageError::Invalid(
+                        "emoji must be 1 to 32 bytes without spaces or '/'".into(),
+                    ));
+                }
+                if self
+                    .reactions
+                    .iter()
+                    .any(|r| r.user_id == by && r.emoji == emoji)
+                {
+                    // Reacting twice with the same emoji is one reaction.
+                    return Ok(());
+                }
+                if self.reactions.len() >= MAX_REACTIONS {
+                    return Err(MessageError::Invalid(format!(
+                        "a message holds at most {MAX_REACTIONS} reactions"
+                    )));
+                }
+                let reaction = Reaction {
+                    id: reaction_id,
+                    user_id: by,
+                    emoji,
+                    created_at: at,
+                };
+                sink.write(MessageEvent::ReactionAdded { reaction }, self)
+                    .await;
+            }
+            MessageCommand::Unreact { by, emoji, at } => {
+                self.live()?;
+                let Some(r) = self
+                    .reactions
+                    .iter()
+                    .find(|r| r.user_id == by && r.emoji == emoji)
+                else {
+                    return Err(MessageError::ReactionNotFound);
+                };
+                let reaction_id = r.id;
+                sink.write(
+                    MessageEvent::ReactionRemoved {
+                        reaction_id,
+                        user_id: by,
+                        emoji,
+                        at,
+                    },
+                    self,
+                )
+                .await;
             }
             MessageCommand::Delete { by, moderates, at } => {
                 let Some(sub) = &self.submission else {
@@ -390,10 +553,20 @@ impl Aggregate for Message {
                 self.created_at = Some(created_at);
             }
             MessageEvent::MessageDeleted { at, .. } => self.deleted_at = Some(at),
-            MessageEvent::MessageEdited { text, .. } => {
+            MessageEvent::MessageEdited {
+                text,
+                filter_matches,
+                ..
+            } => {
                 if let Some(sub) = &mut self.submission {
                     sub.text = text;
+                    sub.filter_matches = filter_matches;
                 }
+            }
+            MessageEvent::MessageFlagged { .. } => {}
+            MessageEvent::ReactionAdded { reaction } => self.reactions.push(reaction),
+            MessageEvent::ReactionRemoved { reaction_id, .. } => {
+                self.reactions.retain(|r| r.id != reaction_id)
             }
         }
     }
@@ -414,6 +587,7 @@ mod tests {
             text: "tea's out, restock pls".into(),
             attachments: vec![],
             metadata: serde_json::json!({"mentions": ["u_1"]}),
+            filter_matches: vec![],
         }
     }
 
@@ -494,6 +668,7 @@ mod tests {
         let edit = |by: &str, text: &str| MessageCommand::Edit {
             by: by.into(),
             text: text.into(),
+            filter_matches: vec![],
             at: t,
         };
         TestFramework::<Message>::with(())
@@ -514,6 +689,7 @@ mod tests {
             .then_expect_events(vec![MessageEvent::MessageEdited {
                 text: "tea's back".into(),
                 at: t,
+                filter_matches: vec![],
             }]);
         let r = TestFramework::<Message>::with(())
             .given(vec![MessageEvent::MessagePosted {
@@ -521,6 +697,81 @@ mod tests {
                 created_at: t,
             }])
             .when_async(edit("u_2", " "))
+            .await
+            .inspect_result();
+        assert!(matches!(r, Err(MessageError::Invalid(_))));
+        // A filtered submission is posted and flagged in one command.
+        let flagged = Submission {
+            text: "a ******* here".into(),
+            filter_matches: vec!["badword".into()],
+            ..sub()
+        };
+        TestFramework::<Message>::with(())
+            .given_no_previous_events()
+            .when_async(MessageCommand::Post {
+                submission: flagged.clone(),
+                author_is_member: true,
+                at: t,
+            })
+            .await
+            .then_expect_events(vec![
+                MessageEvent::MessagePosted {
+                    submission: flagged,
+                    created_at: t,
+                },
+                MessageEvent::MessageFlagged {
+                    chat_id: Uuid::nil(),
+                    author_id: "u_2".into(),
+                    matches: vec!["badword".into()],
+                    at: t,
+                },
+            ]);
+        let react = |by: &str, emoji: &str, is_member: bool| MessageCommand::React {
+            by: by.into(),
+            emoji: emoji.into(),
+            reaction_id: Uuid::nil(),
+            is_member,
+            at: t,
+        };
+        let posted = || MessageEvent::MessagePosted {
+            submission: sub(),
+            created_at: t,
+        };
+        let reaction = Reaction {
+            id: Uuid::nil(),
+            user_id: "u_1".into(),
+            emoji: "👍".into(),
+            created_at: t,
+        };
+        TestFramework::<Message>::with(())
+            .given(vec![posted()])
+            .when_async(react("u_1", "👍", true))
+            .await
+            .then_expect_events(vec![MessageEvent::ReactionAdded {
+                reaction: reaction.clone(),
+            }]);
+        TestFramework::<Message>::with(())
+            .given(vec![posted(), MessageEvent::ReactionAdded { reaction }])
+            .when_async(react("u_1", "👍", true))
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Message>::with(())
+            .given(vec![posted()])
+            .when_async(react("u_9", "👍", false))
+            .await
+            .then_expect_error(MessageError::NotAMemberToReact);
+        TestFramework::<Message>::with(())
+            .given(vec![posted()])
+            .when_async(MessageCommand::Unreact {
+                by: "u_1".into(),
+                emoji: "👍".into(),
+                at: t,
+            })
+            .await
+            .then_expect_error(MessageError::ReactionNotFound);
+        let r = TestFramework::<Message>::with(())
+            .given(vec![posted()])
+            .when_async(react("u_1", "two words", true))
             .await
             .inspect_result();
         assert!(matches!(r, Err(MessageError::Invalid(_))));

@@ -1,5 +1,6 @@
 //! Communication read models: profiles, chats and memberships.
 
+pub mod moderation;
 mod projection;
 pub mod queries;
 

@@ -1,7 +1,10 @@
 //! The `chat` projection.
 
 use async_trait::async_trait;
-use domain::chat::{ChatEvent, MessageEvent, OperationEvent, ProfileEvent};
+use domain::chat::{
+    ChatEvent, MessageEvent, ModerationEvent, NoticeEvent, OperationEvent, ProfileEvent,
+    ReportEvent,
+};
 use eventstore::{tx_exec, StoredEvent, Tx};
 
 pub struct ChatProjection;
@@ -13,7 +16,15 @@ impl crate::Projection for ChatProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["profile", "chat", "operation", "message"])
+        Some(&[
+            "profile",
+            "chat",
+            "operation",
+            "message",
+            "moderation",
+            "report",
+            "notice",
+        ])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
@@ -155,13 +166,45 @@ impl crate::Projection for ChatProjection {
             }
             "message" => {
                 match domain::codec::decode::<MessageEvent>(&e.event_type, e.payload.clone())? {
-                    MessageEvent::MessageEdited { text, at } => {
+                    MessageEvent::MessageEdited {
+                        text,
+                        at,
+                        filter_matches,
+                    } => {
                         tx_exec!(
                             tx,
-                            "UPDATE chat_messages SET text = $2, edited_at = $3 WHERE id = $1",
+                            "UPDATE chat_messages SET text = $2, edited_at = $3, filtered = $4, filter_matches = $5 WHERE id = $1",
                             &e.aggregate_id,
                             text,
+                            at,
+                            !filter_matches.is_empty(),
+                            serde_json::to_string(&filter_matches)?
+                        )?;
+                    }
+                    MessageEvent::MessageFlagged { at, .. } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chat_messages SET flagged_at = $2 WHERE id = $1",
+                            &e.aggregate_id,
                             at
+                        )?;
+                    }
+                    MessageEvent::ReactionAdded { reaction } => {
+                        tx_exec!(
+                            tx,
+                            "INSERT INTO chat_reactions (id, message_id, user_id, emoji, created_at) VALUES ($1, $2, $3, $4, $5)",
+                            reaction.id.to_string(),
+                            &e.aggregate_id,
+                            reaction.user_id,
+                            reaction.emoji,
+                            reaction.created_at
+                        )?;
+                    }
+                    MessageEvent::ReactionRemoved { reaction_id, .. } => {
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_reactions WHERE id = $1",
+                            reaction_id.to_string()
                         )?;
                     }
                     MessageEvent::MessageDeleted { at, .. } => {
@@ -179,7 +222,7 @@ impl crate::Projection for ChatProjection {
                         tx_exec!(
                     tx,
                     "INSERT INTO chat_messages (id, chat_id, type, author_id, text, metadata, attachments, created_at, filtered, filter_matches, seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, '[]', $10)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     &e.aggregate_id,
                     submission.chat_id.to_string(),
                     submission.kind.as_str(),
@@ -188,11 +231,95 @@ impl crate::Projection for ChatProjection {
                     submission.metadata.to_string(),
                     serde_json::to_string(&submission.attachments)?,
                     created_at,
-                    false,
+                    !submission.filter_matches.is_empty(),
+                    serde_json::to_string(&submission.filter_matches)?,
                     e.position
                 )?;
                     }
                 }
+            }
+            "moderation" => {
+                match domain::codec::decode::<ModerationEvent>(&e.event_type, e.payload.clone())? {
+                    ModerationEvent::SanctionApplied { sanction: s } => {
+                        tx_exec!(
+                            tx,
+                            "INSERT INTO chat_sanctions (id, user_id, type, scope, chat_id, reason, applied_by, applied_at, until, seq) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                            s.id.to_string(),
+                            s.user_id,
+                            s.kind.as_str(),
+                            s.scope.as_str(),
+                            s.chat_id.map(|c| c.to_string()),
+                            s.reason,
+                            s.applied_by,
+                            s.applied_at,
+                            s.until,
+                            e.position
+                        )?;
+                    }
+                    ModerationEvent::SanctionRevoked {
+                        sanction_id,
+                        by,
+                        at,
+                    } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chat_sanctions SET revoked_at = $2, revoked_by = $3 WHERE id = $1",
+                            sanction_id.to_string(),
+                            at,
+                            by
+                        )?;
+                    }
+                }
+            }
+            "report" => {
+                match domain::codec::decode::<ReportEvent>(&e.event_type, e.payload.clone())? {
+                    ReportEvent::ReportFiled { report: r, at } => {
+                        tx_exec!(
+                            tx,
+                            "INSERT INTO chat_reports (id, reporter_id, message_id, chat_id, reported_user_id, reason, evidence, status, created_at, updated_at, seq) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $8, $9)",
+                            r.id.to_string(),
+                            r.reporter_id,
+                            r.message_id.map(|m| m.to_string()),
+                            r.chat_id.map(|c| c.to_string()),
+                            r.reported_user_id,
+                            r.reason,
+                            serde_json::to_string(&r.evidence)?,
+                            at,
+                            e.position
+                        )?;
+                    }
+                    ReportEvent::ReportStatusChanged {
+                        status, notes, at, ..
+                    } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chat_reports SET status = $2, resolution_notes = COALESCE($3, resolution_notes), updated_at = $4 WHERE id = $1",
+                            &e.aggregate_id,
+                            status.as_str(),
+                            notes,
+                            at
+                        )?;
+                    }
+                }
+            }
+            "notice" => {
+                let NoticeEvent::NoticeBroadcast { notice: n, at } =
+                    domain::codec::decode(&e.event_type, e.payload.clone())?;
+                tx_exec!(
+                    tx,
+                    "INSERT INTO chat_notices (id, title, body, created_by, chat_ids, roles, created_at, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    n.id.to_string(),
+                    n.title,
+                    n.body,
+                    n.created_by,
+                    serde_json::to_string(&n.chat_ids)?,
+                    serde_json::to_string(&n.roles)?,
+                    at,
+                    e.position
+                )?;
             }
             _ => {}
         }
@@ -206,6 +333,10 @@ impl crate::Projection for ChatProjection {
             "chat_members",
             "chat_messages",
             "chat_operations",
+            "chat_sanctions",
+            "chat_reactions",
+            "chat_reports",
+            "chat_notices",
         ] {
             tx_exec!(tx, &format!("DELETE FROM {t}"))?;
         }

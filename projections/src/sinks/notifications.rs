@@ -12,6 +12,7 @@
 //! | `inventory.announcement.published`  | everyone            |
 //! | `budget.low_balance`                | role `admin`        |
 //! | `chat.moderation.sanction.applied`  | the sanctioned user, role `admin` |
+//! | `chat.message.flagged`              | role `admin`        |
 //! | anything else                       | nobody              |
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -47,7 +48,9 @@ impl Audience {
 /// Who hears about an event of this type.
 pub fn route(event_type: &str, data: &Value) -> Vec<Audience> {
     match event_type {
-        "inventory.low_stock" | "budget.low_balance" => vec![Audience::Role("admin")],
+        "inventory.low_stock" | "budget.low_balance" | "chat.message.flagged" => {
+            vec![Audience::Role("admin")]
+        }
         "inventory.restocked" | "inventory.announcement.published" => vec![Audience::All],
         "chat.moderation.sanction.applied" => {
             let mut out = vec![Audience::Role("admin")];
