@@ -43,6 +43,8 @@ enum Command {
     },
     /// Run one sink alone: `notifications` or `discord`.
     Sink { name: String },
+    /// Print the GraphQL schema (SDL) this build serves.
+    Schema,
     /// Print a development token.
     Token {
         #[arg(long)]
@@ -175,6 +177,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Schema => {
+            print!("{}", api::graphql::schema().sdl());
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token { user, roles, hours } => {
             let roles = roles

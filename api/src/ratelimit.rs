@@ -55,6 +55,16 @@ impl RateLimiter {
     }
 }
 
+/// Takes a message token for `user_id`, or answers 429 `RATE_LIMITED` with the wait.
+pub fn check_message(user_id: &str) -> Result<(), crate::error::ApiError> {
+    MESSAGES.take(user_id).map_err(|wait| {
+        crate::error::ApiError::RateLimited(
+            format!("at most {MESSAGES_PER_SEC} messages per second per user"),
+            retry_after_secs(wait),
+        )
+    })
+}
+
 /// `Retry-After` in whole seconds (at least 1).
 pub fn retry_after_secs(d: Duration) -> u64 {
     d.as_secs_f64().ceil().max(1.0) as u64

@@ -4,7 +4,11 @@
 use fafcab_tests::*;
 use serde_json::{json, Value};
 
-on_both_backends!(schema_file_is_what_is_served, queries_read_tea_with_limits);
+on_both_backends!(
+    schema_file_is_what_is_served,
+    queries_read_tea_with_limits,
+    mutations_follow_the_rest_rules
+);
 
 async fn schema_file_is_what_is_served(b: Backend) {
     let app = spawn_app(b).await;
@@ -106,5 +110,175 @@ async fn queries_read_tea_with_limits(b: Backend) {
         .await,
         422,
         "VALIDATION_ERROR",
+    );
+}
+
+fn code(r: &Res) -> &str {
+    r.body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("none")
+}
+
+async fn mutations_follow_the_rest_rules(b: Backend) {
+    let app = spawn_app(b).await;
+    let (u1, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
+    // Tea: roles as in REST; the mutation returns the resulting object.
+    let create = "mutation($i: CreateItemInput!) { createItem(input: $i) { id name stockQty } }";
+    let input = json!({"i": {"name": "Tea", "unit": "bag", "category": "beverage"}});
+    assert_eq!(
+        code(&gql(&app, Some(&u1), create, input.clone()).await),
+        "FORBIDDEN"
+    );
+    let item = gql(&app, Some(&admin()), create, input.clone()).await;
+    assert_eq!(
+        item.body["data"]["createItem"]["stockQty"], 0,
+        "{}",
+        item.text
+    );
+    let id = item.body["data"]["createItem"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        code(&gql(&app, Some(&admin()), create, input).await),
+        "CONFLICT"
+    );
+    let batch = gql(
+        &app,
+        Some(&admin()),
+        "mutation($id: ID!) { receiveBatch(itemId: $id, input: {batchCode: \"PO-1\", qtyReceived: 20, currency: \"MDL\", costTotal: \"49.90\"}) { stockQty } }",
+        json!({"id": id}),
+    )
+    .await;
+    assert_eq!(
+        batch.body["data"]["receiveBatch"]["stockQty"], 20,
+        "{}",
+        batch.text
+    );
+    let consume = "mutation($id: ID!, $q: Int!) { consume(itemId: $id, qty: $q) { stockQty } }";
+    let c = gql(&app, Some(&u1), consume, json!({"id": id, "q": 3})).await;
+    assert_eq!(c.body["data"]["consume"]["stockQty"], 17, "{}", c.text);
+    assert_eq!(
+        code(&gql(&app, Some(&u1), consume, json!({"id": id, "q": 100})).await),
+        "CONFLICT"
+    );
+
+    // Chats: privacy as in REST.
+    let chat = gql(
+        &app,
+        Some(&u1),
+        "mutation { createChat(input: {type: GROUP, name: \"kitchen\", memberIds: [\"u_2\"]}) { id type isPrivate memberCount } }",
+        json!({}),
+    )
+    .await;
+    let c = &chat.body["data"]["createChat"];
+    assert_eq!(
+        (
+            c["type"].clone(),
+            c["isPrivate"].clone(),
+            c["memberCount"].clone()
+        ),
+        (json!("group"), json!(true), json!(2)),
+        "{}",
+        chat.text
+    );
+    let chat_id = c["id"].as_str().unwrap().to_string();
+    let get = "query($id: ID!) { chat(id: $id) { name } }";
+    assert_eq!(
+        gql(&app, Some(&out), get, json!({"id": chat_id}))
+            .await
+            .body["data"]["chat"],
+        Value::Null
+    );
+    assert_eq!(
+        gql(&app, Some(&u2), get, json!({"id": chat_id})).await.body["data"]["chat"]["name"],
+        "kitchen"
+    );
+    let post = "mutation($c: ID!, $t: String!) { postMessage(chatId: $c, text: $t) { operationId status } }";
+    assert_eq!(
+        code(&gql(&app, Some(&out), post, json!({"c": chat_id, "t": "hi"})).await),
+        "NOT_FOUND"
+    );
+    let list = "query($c: ID!) { messages(chatId: $c) { edges { node { id authorId text reactions { emoji userId } } } } }";
+    assert_eq!(
+        code(&gql(&app, Some(&out), list, json!({"c": chat_id})).await),
+        "NOT_FOUND"
+    );
+    let op = gql(
+        &app,
+        Some(&u2),
+        post,
+        json!({"c": chat_id, "t": "tea's out"}),
+    )
+    .await;
+    assert_eq!(
+        op.body["data"]["postMessage"]["status"], "accepted",
+        "{}",
+        op.text
+    );
+    let op_id = op.body["data"]["postMessage"]["operationId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = eventually(std::time::Duration::from_secs(20), || async {
+        let r = gql(
+            &app,
+            Some(&u2),
+            "query($id: ID!) { operation(id: $id) { status messageId } }",
+            json!({"id": op_id}),
+        )
+        .await;
+        (r.body["data"]["operation"]["status"] == "completed")
+            .then_some(r.body["data"]["operation"].clone())
+    })
+    .await;
+    let msg = done["messageId"].as_str().unwrap().to_string();
+    let react = gql(
+        &app,
+        Some(&u1),
+        "mutation($c: ID!, $m: ID!) { addReaction(chatId: $c, messageId: $m, emoji: \"👍\") { reactions { emoji userId } } }",
+        json!({"c": chat_id, "m": msg}),
+    )
+    .await;
+    assert_eq!(
+        react.body["data"]["addReaction"]["reactions"],
+        json!([{"emoji": "👍", "userId": "u_1"}]),
+        "{}",
+        react.text
+    );
+    let listed = gql(&app, Some(&u1), list, json!({"c": chat_id})).await;
+    assert_eq!(
+        listed.body["data"]["messages"]["edges"][0]["node"],
+        json!({"id": msg, "authorId": "u_2", "text": "tea's out", "reactions": [{"emoji": "👍", "userId": "u_1"}]})
+    );
+    let edit = "mutation($c: ID!, $m: ID!) { editMessage(chatId: $c, messageId: $m, text: \"mine\") { text } }";
+    assert_eq!(
+        code(&gql(&app, Some(&u1), edit, json!({"c": chat_id, "m": msg})).await),
+        "FORBIDDEN"
+    );
+    let del = "mutation($c: ID!, $m: ID!) { deleteMessage(chatId: $c, messageId: $m) { text deletedAt } }";
+    let d = gql(&app, Some(&u2), del, json!({"c": chat_id, "m": msg})).await;
+    assert_eq!(
+        d.body["data"]["deleteMessage"]["text"],
+        Value::Null,
+        "{}",
+        d.text
+    );
+    assert!(d.body["data"]["deleteMessage"]["deletedAt"].is_string());
+    let filters =
+        "mutation($v: Int!) { replaceFilters(phrases: [\"badword\"], version: $v) { version } }";
+    assert_eq!(
+        code(&gql(&app, Some(&admin()), filters, json!({"v": 5})).await),
+        "CONFLICT"
+    );
+    assert_eq!(
+        code(&gql(&app, Some(&u1), filters, json!({"v": 1})).await),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        gql(&app, Some(&admin()), filters, json!({"v": 1}))
+            .await
+            .body["data"]["replaceFilters"]["version"],
+        1
     );
 }

@@ -467,15 +467,7 @@ async fn post_message(
     let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
     commands::message::check_may_post(&state.bus, &chat, &actor, kind == MessageType::Notice)
         .await?;
-    if let Err(wait) = crate::ratelimit::MESSAGES.take(&actor.user_id) {
-        return Err(ApiError::RateLimited(
-            format!(
-                "at most {} messages per second per user",
-                crate::ratelimit::MESSAGES_PER_SEC
-            ),
-            crate::ratelimit::retry_after_secs(wait),
-        ));
-    }
+    crate::ratelimit::check_message(&actor.user_id)?;
     let operation_id = Uuid::now_v7();
     let submission = Submission {
         operation_id,

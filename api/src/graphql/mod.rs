@@ -1,10 +1,13 @@
 //! GraphQL over HTTP (`POST /graphql`), its SDL (`GET /graphql/schema.graphql`, and
-//! `schema.graphql` at the root, kept equal by a test) and GraphiQL (`GET /graphql`). This first
-//! schema reads Tea Management through the same read models as REST; mutations and subscriptions
-//! come with the GraphQL issue. Same auth as REST (a bearer token, else 401), and every query is
-//! bounded in depth and complexity.
+//! `schema.graphql` at the root, kept equal by a test) and GraphiQL (`GET /graphql`). Queries read
+//! the same read models as REST; mutations go through the same command layer. Same auth as REST (a
+//! bearer token, else 401), and every query is bounded in depth and complexity. Subscriptions come
+//! with the live hub.
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, Object, Schema, SimpleObject, ID};
+mod chat;
+mod tea;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject, ID};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -19,10 +22,18 @@ use crate::state::AppState;
 pub const MAX_DEPTH: usize = 10;
 pub const MAX_COMPLEXITY: usize = 500;
 
-pub type FafcabSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type GqlResult<T> = async_graphql::Result<T>;
+
+#[derive(MergedObject, Default)]
+pub struct Query(TeaQuery, chat::ChatQuery);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(tea::TeaMutation, chat::ChatMutation);
+
+pub type FafcabSchema = Schema<Query, Mutation, EmptySubscription>;
 
 pub fn schema() -> FafcabSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .finish()
@@ -72,6 +83,15 @@ pub struct PageInfo {
     end_cursor: Option<String>,
 }
 
+impl PageInfo {
+    fn of(next: Option<String>) -> Self {
+        PageInfo {
+            has_next_page: next.is_some(),
+            end_cursor: next,
+        }
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct ItemEdge {
     cursor: String,
@@ -84,10 +104,19 @@ pub struct ItemConnection {
     page_info: PageInfo,
 }
 
-pub struct Query;
+#[derive(Default)]
+pub struct TeaQuery;
+
+fn state<'a>(ctx: &Context<'a>) -> &'a AppState {
+    ctx.data_unchecked::<AppState>()
+}
+
+fn actor<'a>(ctx: &Context<'a>) -> &'a domain::Actor {
+    ctx.data_unchecked::<domain::Actor>()
+}
 
 fn db<'a>(ctx: &Context<'a>) -> &'a eventstore::Db {
-    &ctx.data_unchecked::<AppState>().db
+    &state(ctx).db
 }
 
 /// Errors carry the REST envelope's code in `extensions.code`.
@@ -95,8 +124,15 @@ fn gql_error(e: ApiError) -> async_graphql::Error {
     use async_graphql::ErrorExtensions;
     let code = match &e {
         ApiError::NotFound(_) => "NOT_FOUND",
-        ApiError::Validation(..) => "VALIDATION_ERROR",
-        _ => "INTERNAL",
+        ApiError::Validation(..) | ApiError::TooLarge(_) | ApiError::MethodNotAllowed => {
+            "VALIDATION_ERROR"
+        }
+        ApiError::Conflict(..) => "CONFLICT",
+        ApiError::Unauthorized(_) => "UNAUTHORIZED",
+        ApiError::Forbidden(_) => "FORBIDDEN",
+        ApiError::RateLimited(..) => "RATE_LIMITED",
+        ApiError::Unavailable(_) => "UNAVAILABLE",
+        ApiError::Internal(_) => "INTERNAL",
     };
     let message = if code == "INTERNAL" {
         "internal error".to_string()
@@ -110,7 +146,7 @@ fn gql_error(e: ApiError) -> async_graphql::Error {
 }
 
 #[Object]
-impl Query {
+impl TeaQuery {
     /// One item, or null.
     async fn item(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Item>> {
         let Ok(id) = id.parse::<uuid::Uuid>() else {
@@ -155,10 +191,7 @@ impl Query {
             .collect();
         Ok(ItemConnection {
             edges,
-            page_info: PageInfo {
-                has_next_page: next.is_some(),
-                end_cursor: next,
-            },
+            page_info: PageInfo::of(next),
         })
     }
 }
