@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod graphql;
 pub mod metrics;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod state;

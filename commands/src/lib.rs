@@ -8,6 +8,7 @@ mod cache;
 pub mod chat;
 pub mod inbox;
 pub mod message;
+pub mod retention;
 pub mod tea;
 
 pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

@@ -39,6 +39,17 @@ pub async fn submit(
 
 /// Posts one submitted message and settles its operation.
 pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), CommandError> {
+    post_submitted_at(bus, sub, None).await
+}
+
+/// Posts one message submitted at `submitted_at` (when known) and settles its operation. Under a
+/// `mods` post policy an ordinary member's message is rejected if the policy was set after the
+/// submission (the API already checked it before, admins included) or when the time is unknown.
+pub async fn post_submitted_at(
+    bus: &CommandBus,
+    sub: &Submission,
+    submitted_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), CommandError> {
     let ctx = Context {
         correlation_id: sub.operation_id,
         causation_id: Some(sub.operation_id),
@@ -46,6 +57,21 @@ pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), Co
     };
     let (_, chat) = bus.load::<Chat>(&sub.chat_id.to_string()).await?;
     let member = chat.member(&sub.author_id).is_some();
+    let notice = sub.kind == domain::chat::MessageType::Notice;
+    let policy_changed_since = match (submitted_at, chat.settings_changed_at) {
+        (Some(s), Some(c)) => c >= s,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    if member && !notice && policy_changed_since && !chat.policy_allows(&ctx.actor) {
+        let reject = OperationCommand::Reject {
+            error: "only the chat's owners and moderators may post in this chat".into(),
+            at: now(),
+        };
+        bus.execute::<Operation>(&sub.operation_id.to_string(), reject, &ctx, None, None)
+            .await?;
+        return Ok(());
+    }
     let post = MessageCommand::Post {
         submission: sub.clone(),
         author_is_member: member,
@@ -120,12 +146,12 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
             if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
                 continue;
             }
-            let OperationEvent::MessageSubmitted { submission, .. } =
+            let OperationEvent::MessageSubmitted { submission, at } =
                 domain::codec::decode(&e.event_type, e.payload.clone())?
             else {
                 continue;
             };
-            post_submitted(bus, &submission)
+            post_submitted_at(bus, &submission, Some(at))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             handled = true;
@@ -214,6 +240,11 @@ pub fn may_post(chat: &Chat, actor: &Actor, notice: bool) -> Result<(), CommandE
     if member.is_none() && !(notice && actor.has(domain::Role::Admin)) {
         return Err(CommandError::Forbidden(
             "only members of the chat may post".into(),
+        ));
+    }
+    if !notice && !chat.policy_allows(actor) {
+        return Err(CommandError::Forbidden(
+            "only the chat's owners and moderators (and admins) may post in this chat".into(),
         ));
     }
     Ok(())

@@ -46,6 +46,8 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("message", "MessagePosted") => "chat.message.created",
         ("message", "MessageDeleted") => "chat.message.deleted",
         ("message", "MessageEdited") => "chat.message.edited",
+        ("message", "MessageExpired") => "chat.message.expired",
+        ("chat", "SettingsChanged") => "chat.retention.updated",
         ("operation", "MessageSubmitted") => "chat.message.submitted",
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
@@ -195,6 +197,12 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat-svc",
                     json!({"chat_id": chat_id, "user_id": user_id, "removed_by": by, "left_at": at}),
                 ),
+                Ok(ChatEvent::SettingsChanged { settings, by, at }) => (
+                    "chat.retention.updated".into(),
+                    "chat-svc",
+                    json!({"chat_id": chat_id, "retention_days": settings.retention_days, "post_policy": settings.post_policy,
+                           "extra": settings.extra, "updated_by": by, "updated_at": at}),
+                ),
                 Err(_) => fallback(e, "chat-svc"),
             }
         }
@@ -218,6 +226,11 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat.message.deleted".into(),
                     "chat-svc",
                     json!({"msg_id": e.aggregate_id, "deleted_by": by, "deleted_at": at}),
+                ),
+                Ok(MessageEvent::MessageExpired { retention_days, at }) => (
+                    "chat.message.expired".into(),
+                    "chat-svc",
+                    json!({"msg_id": e.aggregate_id, "retention_days": retention_days, "expired_at": at}),
                 ),
                 Err(_) => fallback(e, "chat-svc"),
             }

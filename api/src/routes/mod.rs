@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod chat;
 pub mod notifications;
+pub mod retention;
 pub mod tea;
 
 use axum::body::Body;

@@ -47,6 +47,7 @@ pub struct Submission {
     pub chat_id: Uuid,
     pub author_id: String,
     pub kind: MessageType,
+    #[serde(deserialize_with = "super::retention::redacted_text")]
     pub text: String,
     pub attachments: Vec<Attachment>,
     pub metadata: serde_json::Value,
@@ -242,6 +243,11 @@ pub enum MessageCommand {
         moderates: bool,
         at: DateTime<Utc>,
     },
+    /// The chat's retention period passed (the retention job); the message is gone for good.
+    Expire {
+        retention_days: i64,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,7 +261,13 @@ pub enum MessageEvent {
         at: DateTime<Utc>,
     },
     MessageEdited {
+        #[serde(deserialize_with = "super::retention::redacted_text")]
         text: String,
+        at: DateTime<Utc>,
+    },
+    /// Retention: the message stops being served and its texts are redacted from the log.
+    MessageExpired {
+        retention_days: i64,
         at: DateTime<Utc>,
     },
 }
@@ -266,6 +278,7 @@ impl DomainEvent for MessageEvent {
             MessageEvent::MessagePosted { .. } => "MessagePosted",
             MessageEvent::MessageDeleted { .. } => "MessageDeleted",
             MessageEvent::MessageEdited { .. } => "MessageEdited",
+            MessageEvent::MessageExpired { .. } => "MessageExpired",
         }
         .into()
     }
@@ -308,6 +321,8 @@ pub struct Message {
     pub submission: Option<Submission>,
     pub created_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 impl Aggregate for Message {
@@ -348,7 +363,7 @@ impl Aggregate for Message {
                 let Some(sub) = &self.submission else {
                     return Err(MessageError::NotFound);
                 };
-                if self.deleted_at.is_some() {
+                if self.deleted_at.is_some() || self.expired_at.is_some() {
                     return Err(MessageError::NotFound);
                 }
                 if sub.author_id != by {
@@ -367,7 +382,7 @@ impl Aggregate for Message {
                     return Err(MessageError::NotFound);
                 };
                 // A deleted message is gone: deleting it again finds nothing.
-                if self.deleted_at.is_some() {
+                if self.deleted_at.is_some() || self.expired_at.is_some() {
                     return Err(MessageError::NotFound);
                 }
                 if sub.author_id != by && !moderates {
@@ -375,6 +390,16 @@ impl Aggregate for Message {
                 }
                 sink.write(MessageEvent::MessageDeleted { by, at }, self)
                     .await;
+            }
+            // Expiring twice (a job retrying) records nothing more.
+            MessageCommand::Expire { retention_days, at } => {
+                if self.submission.is_none() {
+                    return Err(MessageError::NotFound);
+                }
+                if self.expired_at.is_none() {
+                    let e = MessageEvent::MessageExpired { retention_days, at };
+                    sink.write(e, self).await;
+                }
             }
         }
         Ok(())
@@ -393,6 +418,12 @@ impl Aggregate for Message {
             MessageEvent::MessageEdited { text, .. } => {
                 if let Some(sub) = &mut self.submission {
                     sub.text = text;
+                }
+            }
+            MessageEvent::MessageExpired { at, .. } => {
+                self.expired_at = Some(at);
+                if let Some(sub) = &mut self.submission {
+                    sub.text.clear();
                 }
             }
         }

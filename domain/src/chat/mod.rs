@@ -3,6 +3,7 @@
 pub mod conversation;
 pub mod message;
 pub mod profile;
+pub mod retention;
 
 pub use conversation::*;
 pub use message::*;

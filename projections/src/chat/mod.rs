@@ -2,5 +2,6 @@
 
 mod projection;
 pub mod queries;
+pub mod retention;
 
 pub use projection::ChatProjection;

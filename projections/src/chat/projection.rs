@@ -110,6 +110,16 @@ impl crate::Projection for ChatProjection {
                             &chat_id
                         )?;
                     }
+                    ChatEvent::SettingsChanged { settings, at, .. } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chats SET settings = $2, retention_days = $3, updated_at = $4 WHERE id = $1",
+                            &chat_id,
+                            serde_json::to_string(&settings)?,
+                            settings.retention_days,
+                            at
+                        )?;
+                    }
                     ChatEvent::MemberLeft { user_id, at, .. } => {
                         tx_exec!(tx, "UPDATE chat_members SET left_at = $3 WHERE chat_id = $1 AND user_id = $2", &chat_id, user_id, at)?;
                         tx_exec!(
@@ -162,6 +172,14 @@ impl crate::Projection for ChatProjection {
                             &e.aggregate_id,
                             text,
                             at
+                        )?;
+                    }
+                    // Retention: the message is gone from every read model.
+                    MessageEvent::MessageExpired { .. } => {
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_messages WHERE id = $1",
+                            &e.aggregate_id
                         )?;
                     }
                     MessageEvent::MessageDeleted { at, .. } => {
