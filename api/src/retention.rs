@@ -54,7 +54,11 @@ pub struct Report {
 
 /// One pass: every message created before `now - retention_days` of its chat is expired.
 /// `now` is a parameter so that tests and operators can look ahead; the events record real time.
-pub async fn run_once(bus: &CommandBus, now: DateTime<Utc>, limits: Limits) -> anyhow::Result<Report> {
+pub async fn run_once(
+    bus: &CommandBus,
+    now: DateTime<Utc>,
+    limits: Limits,
+) -> anyhow::Result<Report> {
     let db = bus.store().db();
     let ctx = Context::new(Actor::new(ACTOR, vec![Role::Admin]));
     let mut report = Report::default();
@@ -95,7 +99,11 @@ pub async fn run_once(bus: &CommandBus, now: DateTime<Utc>, limits: Limits) -> a
 
 /// Blanks the texts of one message in the log: its posting, its edits, and its submission.
 /// Safe to repeat (already redacted values are left alone). Returns the events changed.
-pub async fn redact_message(bus: &CommandBus, message_id: &str, reason: &str) -> anyhow::Result<u64> {
+pub async fn redact_message(
+    bus: &CommandBus,
+    message_id: &str,
+    reason: &str,
+) -> anyhow::Result<u64> {
     let store = bus.store();
     let mut requests = vec![];
     let mut operation_id = None;
@@ -156,7 +164,9 @@ pub fn spawn_worker(bus: CommandBus, interval: Duration) {
                         limit_reached = r.limit_reached,
                         "retention pass done"
                     ),
-                    Err(e) => tracing::warn!(error = %e, "retention pass failed; next one will resume"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention pass failed; next one will resume")
+                    }
                 },
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "retention job cannot take its lock"),

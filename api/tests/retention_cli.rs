@@ -86,10 +86,7 @@ async fn retention_run(pg: bool) {
         out.contains(": 1 chats scanned, 0 messages expired, 0 events redacted"),
         "{out}"
     );
-    let (code, out) = run(
-        &url,
-        &["retention", "run", "--now", "2999-01-01T00:00:00Z"],
-    );
+    let (code, out) = run(&url, &["retention", "run", "--now", "2999-01-01T00:00:00Z"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out.trim(),

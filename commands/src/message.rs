@@ -185,6 +185,7 @@ pub async fn edit(
         .submission
         .as_ref()
         .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
+        || msg.past_retention(&chat.settings, now())
     {
         return Err(CommandError::Domain {
             kind: ErrorKind::NotFound,
@@ -208,11 +209,12 @@ pub async fn delete(
     message_id: uuid::Uuid,
 ) -> Result<Executed<Message>, CommandError> {
     let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
-    // A message of another chat does not exist here.
+    // A message of another chat (or past the chat's retention) does not exist here.
     if msg
         .submission
         .as_ref()
         .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
+        || msg.past_retention(&chat.settings, now())
     {
         return Err(CommandError::Domain {
             kind: ErrorKind::NotFound,

@@ -317,7 +317,12 @@ impl ChainVerifier {
             Some(Err(e)) => Err(e),
         };
         let payload_ok = redaction.as_ref().is_ok_and(|r| {
-            payload_matches(row.hash_version, &row.payload, r.as_ref(), &row.payload_hash)
+            payload_matches(
+                row.hash_version,
+                &row.payload,
+                r.as_ref(),
+                &row.payload_hash,
+            )
         });
         let expected = event_hash(
             &self.prev_hash,

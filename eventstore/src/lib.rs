@@ -15,8 +15,8 @@ pub use chain::{
     canonical_json, event_hash, merkle_root, payload_hash, payload_hash_v1, ChainBreak, Redaction,
     HASH_VERSION,
 };
-pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 pub use db::{placeholders, Arg, Db, Tx};
+pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 pub use types::*;
 pub use upcast::Upcasters;
 

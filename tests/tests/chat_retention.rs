@@ -61,7 +61,11 @@ async fn settled(app: &TestApp, token: &str, op: &str) -> Value {
 /// Posts a message and waits until it is posted; returns its id.
 async fn post(app: &TestApp, chat: &str, token: &str, text: &str) -> String {
     let r = app
-        .post(&format!("/chats/{chat}/messages"), token, json!({"text": text}))
+        .post(
+            &format!("/chats/{chat}/messages"),
+            token,
+            json!({"text": text}),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     let op = settled(app, token, r.body["operation_id"].as_str().unwrap()).await;
@@ -102,11 +106,27 @@ async fn retention_settings_are_read_and_changed_by_managers(b: Backend) {
         json!({"chat_id": id, "retention_days": 90, "post_policy": "any", "extra": {}})
     );
     // A private chat does not exist for others; nor does an unknown one.
-    assert_error(&get(out.clone(), format!("?chat_id={id}")).await, 404, "NOT_FOUND");
+    assert_error(
+        &get(out.clone(), format!("?chat_id={id}")).await,
+        404,
+        "NOT_FOUND",
+    );
     let unknown = uuid::Uuid::now_v7();
-    assert_error(&get(u1.clone(), format!("?chat_id={unknown}")).await, 404, "NOT_FOUND");
-    assert_error(&get(u1.clone(), "?chat_id=nope".into()).await, 404, "NOT_FOUND");
-    assert_error(&get(u1.clone(), String::new()).await, 422, "VALIDATION_ERROR");
+    assert_error(
+        &get(u1.clone(), format!("?chat_id={unknown}")).await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &get(u1.clone(), "?chat_id=nope".into()).await,
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(
+        &get(u1.clone(), String::new()).await,
+        422,
+        "VALIDATION_ERROR",
+    );
 
     let body = json!({"chat_id": id, "retention_days": 60, "post_policy": "mods", "extra": {"note": "kitchen"}});
     assert_error(&put(&app, &u2, body.clone()).await, 403, "FORBIDDEN");
@@ -143,7 +163,10 @@ async fn retention_settings_are_read_and_changed_by_managers(b: Backend) {
     assert_eq!(r.body["post_policy"], "mods");
     assert_eq!(r.body["extra"], json!({"note": "kitchen"}));
     let updated_at = r.body["updated_at"].as_str().unwrap().to_string();
-    assert!(updated_at.parse::<chrono::DateTime<Utc>>().is_ok(), "{updated_at}");
+    assert!(
+        updated_at.parse::<chrono::DateTime<Utc>>().is_ok(),
+        "{updated_at}"
+    );
     let r = get(u2.clone(), format!("?chat_id={id}")).await;
     assert_eq!(
         r.body,
@@ -158,7 +181,10 @@ async fn retention_settings_are_read_and_changed_by_managers(b: Backend) {
     let r = put(&app, &u1, json!({"chat_id": id, "retention_days": 7})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
-        (r.body["retention_days"].clone(), r.body["post_policy"].clone()),
+        (
+            r.body["retention_days"].clone(),
+            r.body["post_policy"].clone()
+        ),
         (json!(7), json!("mods"))
     );
     let r = put(&app, &admin(), json!({"chat_id": id, "post_policy": "any"})).await;
@@ -207,7 +233,11 @@ async fn mods_policy_lets_only_owners_moderators_and_admins_post(b: Backend) {
     assert_eq!(r.status, 200, "{}", r.text);
 
     let r = app
-        .post(&format!("/chats/{id}/messages"), &u2, json!({"text": "me too"}))
+        .post(
+            &format!("/chats/{id}/messages"),
+            &u2,
+            json!({"text": "me too"}),
+        )
         .await;
     assert_error(&r, 403, "FORBIDDEN");
     post(&app, &id, &u3, "from the moderator").await;
@@ -217,7 +247,12 @@ async fn mods_policy_lets_only_owners_moderators_and_admins_post(b: Backend) {
     got.sort();
     assert_eq!(
         got,
-        ["before", "from an admin", "from the moderator", "from the owner"]
+        [
+            "before",
+            "from an admin",
+            "from the moderator",
+            "from the owner"
+        ]
     );
     // Back to "any": members post again.
     put(&app, &u3, json!({"chat_id": id, "post_policy": "any"})).await;
@@ -311,18 +346,23 @@ async fn worker_rejects_members_when_the_policy_changed_after_submission(b: Back
 
 /// Runs a statement on the test database directly (test-only: ageing read-model rows).
 async fn exec(db: &Db, sql: &str, at: chrono::DateTime<Utc>, id: &str) {
-    match db {
-        Db::Pg(p) => sqlx::query(sql).bind(at).bind(id).execute(p).await.unwrap(),
-        Db::Sqlite { write, .. } => {
-            sqlx::query(sql)
-                .bind(at)
-                .bind(id)
-                .execute(write)
-                .await
-                .unwrap();
-            return;
-        }
+    let changed = match db {
+        Db::Pg(p) => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Db::Sqlite { write, .. } => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(write)
+            .await
+            .unwrap()
+            .rows_affected(),
     };
+    assert_eq!(changed, 1);
 }
 
 /// Before any job ran, a message older than the chat's retention is already not served.
@@ -442,6 +482,16 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         )
         .await;
     assert_error(&r, 404, "NOT_FOUND");
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/chats/{short}/messages/{m1}"),
+            Some(&u1),
+            None,
+            &[],
+        )
+        .await;
+    assert_error(&r, 404, "NOT_FOUND");
 
     // The texts are gone from the log itself; the other chat's text is not.
     let all = payloads(&db).await;
@@ -494,7 +544,7 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         .load::<domain::chat::Message>(&m1)
         .await
         .unwrap();
-    assert_eq!(msg.expired_at.is_some(), true);
+    assert!(msg.expired_at.is_some());
     let stored = store.load::<domain::chat::Message>(&m1, 0).await.unwrap();
     let mut forged = stored[0].payload.clone();
     assert_eq!(forged["submission"]["text"], Value::Null);

@@ -94,8 +94,7 @@ async fn put_retention(
     if let Some(e) = b.extra {
         settings.extra = e;
     }
-    let exec =
-        commands::retention::change_settings(&state.bus, &Context::new(actor), id, settings)
-            .await?;
+    let exec = commands::retention::change_settings(&state.bus, &Context::new(actor), id, settings)
+        .await?;
     answer(&state, "chat", StatusCode::OK, exec, retention_json).await
 }

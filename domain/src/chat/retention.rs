@@ -43,6 +43,21 @@ impl Chat {
     }
 }
 
+impl super::Message {
+    /// Whether the message is gone for retention: expired by the job, or older than the chat's
+    /// retention period at `now` (before the job got to it).
+    pub fn past_retention(
+        &self,
+        settings: &ChatSettings,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> bool {
+        self.expired_at.is_some()
+            || self
+                .created_at
+                .is_some_and(|c| c < now - chrono::Duration::days(settings.retention_days))
+    }
+}
+
 /// A message text removed by retention is stored as `null`; it reads back as "".
 pub fn redacted_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
@@ -57,8 +72,8 @@ mod tests {
 
     use super::*;
     use crate::chat::{
-        ChatCommand, ChatError, ChatEvent, ChatType, Member, Message, MessageCommand,
-        MessageError, MessageEvent, MessageType, Submission,
+        ChatCommand, ChatError, ChatEvent, ChatType, Member, Message, MessageCommand, MessageError,
+        MessageEvent, MessageType, Submission,
     };
 
     fn t() -> DateTime<Utc> {
@@ -170,10 +185,17 @@ mod tests {
             settings(30, "", json!({})),
             settings(30, "any", json!([1])),
             settings(30, "any", json!("x")),
-            settings(30, "any", json!({"k": "x".repeat(MAX_SETTINGS_EXTRA_BYTES)})),
+            settings(
+                30,
+                "any",
+                json!({"k": "x".repeat(MAX_SETTINGS_EXTRA_BYTES)}),
+            ),
         ] {
             assert!(
-                matches!(change(user("u_1"), bad.clone()).await, Err(ChatError::Invalid(_))),
+                matches!(
+                    change(user("u_1"), bad.clone()).await,
+                    Err(ChatError::Invalid(_))
+                ),
                 "{bad:?}"
             );
         }
@@ -270,6 +292,36 @@ mod tests {
             })
             .await
             .then_expect_error(MessageError::NotFound);
+    }
+
+    #[test]
+    fn a_message_is_past_retention_once_older_than_the_period_or_expired() {
+        let mut m = Message::default();
+        cqrs_es::Aggregate::apply(
+            &mut m,
+            MessageEvent::MessagePosted {
+                submission: sub(),
+                created_at: t(),
+            },
+        );
+        let s = settings(30, "any", json!({}));
+        assert!(!m.past_retention(&s, t() + chrono::Duration::days(30)));
+        assert!(m.past_retention(
+            &s,
+            t() + chrono::Duration::days(30) + chrono::Duration::seconds(1)
+        ));
+        assert!(!m.past_retention(
+            &settings(31, "any", json!({})),
+            t() + chrono::Duration::days(31)
+        ));
+        cqrs_es::Aggregate::apply(
+            &mut m,
+            MessageEvent::MessageExpired {
+                retention_days: 30,
+                at: t(),
+            },
+        );
+        assert!(m.past_retention(&settings(3_650, "any", json!({})), t()));
     }
 
     #[test]
