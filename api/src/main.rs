@@ -201,10 +201,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let now = now.unwrap_or_else(chrono::Utc::now);
             let r = api::retention::run_once(&bus, now, api::retention::Limits::default()).await?;
             println!(
-                "retention as of {}: {} chats scanned, {} messages expired, {} events redacted{}",
+                "retention as of {}: {} chats scanned, {} messages expired, {} rejected submissions expired, {} events redacted{}",
                 now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 r.chats_scanned,
                 r.messages_expired,
+                r.operations_expired,
                 r.events_redacted,
                 if r.limit_reached {
                     " (limit reached: run again)"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use commands::{CommandBus, Context};
-use domain::chat::{Message, Operation};
+use domain::chat::{Message, Operation, OperationCommand};
 use domain::{Actor, Role};
 use eventstore::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 use projections::chat::retention as rq;
@@ -47,6 +47,8 @@ impl Default for Limits {
 pub struct Report {
     pub chats_scanned: u64,
     pub messages_expired: u64,
+    /// Rejected submissions past retention (they never became messages, but hold a text).
+    pub operations_expired: u64,
     pub events_redacted: u64,
     /// `max_messages` was reached: more expired messages may be left for the next pass.
     pub limit_reached: bool,
@@ -59,7 +61,8 @@ pub async fn run_once(
     now: DateTime<Utc>,
     limits: Limits,
 ) -> anyhow::Result<Report> {
-    let db = bus.store().db();
+    let store = bus.store();
+    let db = store.db();
     let ctx = Context::new(Actor::new(ACTOR, vec![Role::Admin]));
     let mut report = Report::default();
     let mut after_chat = String::new();
@@ -70,6 +73,10 @@ pub async fn run_once(
         for chat in chats {
             report.chats_scanned += 1;
             let cutoff = rq::cutoff(chat.retention_days, now);
+            let reason = format!(
+                "retention: chat {} keeps messages {} days",
+                chat.id, chat.retention_days
+            );
             let mut after_seq = 0;
             loop {
                 let batch =
@@ -81,15 +88,30 @@ pub async fn run_once(
                         report.limit_reached = true;
                         break 'chats;
                     }
-                    let reason = format!(
-                        "retention: chat {} keeps messages {} days",
-                        chat.id, chat.retention_days
-                    );
                     report.events_redacted += redact_message(bus, &m.id, &reason).await?;
                     commands::retention::expire(bus, &ctx, &m.id, chat.retention_days)
                         .await
                         .map_err(|e| anyhow::anyhow!("failed to expire message {}: {e}", m.id))?;
                     report.messages_expired += 1;
+                }
+            }
+            let mut after_op = String::new();
+            loop {
+                let batch =
+                    rq::expired_rejections(&db, &chat.id, cutoff, &after_op, limits.batch).await?;
+                let Some(last) = batch.last() else { break };
+                after_op = last.clone();
+                for op in batch {
+                    if report.messages_expired + report.operations_expired >= limits.max_messages {
+                        report.limit_reached = true;
+                        break 'chats;
+                    }
+                    report.events_redacted += redact_submission(store, &op, &reason).await?;
+                    let cmd = OperationCommand::Expire { at: now_micros() };
+                    bus.execute::<Operation>(&op, cmd, &ctx, None, None)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("failed to expire operation {op}: {e}"))?;
+                    report.operations_expired += 1;
                 }
             }
         }
@@ -128,16 +150,7 @@ pub async fn redact_message(
         });
     }
     if let Some(op) = operation_id {
-        for e in store.load::<Operation>(&op, 0).await? {
-            if e.event_type == "MessageSubmitted" {
-                requests.push(RedactRequest {
-                    aggregate_type: "operation".into(),
-                    aggregate_id: op.clone(),
-                    sequence: e.sequence,
-                    paths: vec!["/submission/text".into()],
-                });
-            }
-        }
+        requests.extend(submission_redactions(store, &op).await?);
     }
     let mut changed = 0;
     for chunk in requests.chunks(MAX_REDACTIONS_PER_CALL) {
@@ -147,6 +160,42 @@ pub async fn redact_message(
             .with_context(|| format!("failed to redact message {message_id}"))?;
     }
     Ok(changed)
+}
+
+async fn submission_redactions(
+    store: &eventstore::EventStore,
+    operation_id: &str,
+) -> anyhow::Result<Vec<RedactRequest>> {
+    Ok(store
+        .load::<Operation>(operation_id, 0)
+        .await?
+        .into_iter()
+        .filter(|e| e.event_type == "MessageSubmitted")
+        .map(|e| RedactRequest {
+            aggregate_type: "operation".into(),
+            aggregate_id: operation_id.to_string(),
+            sequence: e.sequence,
+            paths: vec!["/submission/text".into()],
+        })
+        .collect())
+}
+
+/// Blanks the text of a submission that never became a message (it was rejected).
+async fn redact_submission(
+    store: &eventstore::EventStore,
+    operation_id: &str,
+    reason: &str,
+) -> anyhow::Result<u64> {
+    let requests = submission_redactions(store, operation_id).await?;
+    store
+        .redact(&requests, reason, Utc::now())
+        .await
+        .with_context(|| format!("failed to redact operation {operation_id}"))
+}
+
+fn now_micros() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
 }
 
 /// Runs a pass every `interval` (the first one shortly after start-up) while this process holds
@@ -160,6 +209,7 @@ pub fn spawn_worker(bus: CommandBus, interval: Duration) {
                     Ok(r) => tracing::info!(
                         chats = r.chats_scanned,
                         expired = r.messages_expired,
+                        operations = r.operations_expired,
                         redacted = r.events_redacted,
                         limit_reached = r.limit_reached,
                         "retention pass done"

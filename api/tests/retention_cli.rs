@@ -83,14 +83,15 @@ async fn retention_run(pg: bool) {
     let (code, out) = run(&url, &["retention", "run"]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains(": 1 chats scanned, 0 messages expired, 0 events redacted"),
+        out.contains(": 1 chats scanned, 0 messages expired, 0 rejected submissions expired, 0 events redacted"),
         "{out}"
     );
     let (code, out) = run(&url, &["retention", "run", "--now", "2999-01-01T00:00:00Z"]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         out.trim(),
-        "retention as of 2999-01-01T00:00:00Z: 1 chats scanned, 1 messages expired, 2 events redacted"
+        "retention as of 2999-01-01T00:00:00Z: 1 chats scanned, 1 messages expired, \
+         0 rejected submissions expired, 2 events redacted"
     );
     let (code, out) = run(&url, &["audit", "verify"]);
     assert_eq!(code, 0, "{out}");

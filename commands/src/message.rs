@@ -55,6 +55,12 @@ pub async fn post_submitted_at(
         causation_id: Some(sub.operation_id),
         ..Context::new(Actor::new(sub.author_id.clone(), vec![]))
     };
+    // Settled already (a re-read after a crash, or expired by retention): nothing to do. A
+    // rejected submission must never be posted later, e.g. once its author joined.
+    let (_, op) = bus.load::<Operation>(&sub.operation_id.to_string()).await?;
+    if op.submission.is_some() && op.status != "accepted" {
+        return Ok(());
+    }
     let (_, chat) = bus.load::<Chat>(&sub.chat_id.to_string()).await?;
     let member = chat.member(&sub.author_id).is_some();
     let notice = sub.kind == domain::chat::MessageType::Notice;

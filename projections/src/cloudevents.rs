@@ -51,6 +51,7 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("operation", "MessageSubmitted") => "chat.message.submitted",
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
+        ("operation", "OperationExpired") => "chat.operation.expired",
         _ => "",
     };
     if known.is_empty() {
@@ -252,6 +253,11 @@ fn map(e: &StoredEvent) -> (String, &'static str, Value) {
                     "chat.operation.rejected".into(),
                     "chat-svc",
                     json!({"operation_id": e.aggregate_id, "error": error}),
+                ),
+                Ok(OperationEvent::OperationExpired { at }) => (
+                    "chat.operation.expired".into(),
+                    "chat-svc",
+                    json!({"operation_id": e.aggregate_id, "expired_at": at}),
                 ),
                 Err(_) => fallback(e, "chat-svc"),
             }

@@ -318,6 +318,28 @@ async fn worker_rejects_members_when_the_policy_changed_after_submission(b: Back
         .await
         .unwrap();
     assert!(msg.submission.is_none(), "nothing was posted");
+    // Reading it again later (a worker restart), when the author could post, posts nothing.
+    commands::retention::change_settings(bus, &owner, chat_id, Default::default())
+        .await
+        .unwrap();
+    commands::message::post_submitted_at(bus, &early, Some(Utc::now()))
+        .await
+        .unwrap();
+    let (_, msg) = bus
+        .load::<domain::chat::Message>(&early.message_id.to_string())
+        .await
+        .unwrap();
+    assert!(
+        msg.submission.is_none(),
+        "a rejected submission stays unposted"
+    );
+    let mods = domain::chat::ChatSettings {
+        post_policy: "mods".into(),
+        ..Default::default()
+    };
+    commands::retention::change_settings(bus, &owner, chat_id, mods)
+        .await
+        .unwrap();
 
     // The owner's message goes through; so does one submitted after the change (the API checked
     // the policy then, admins included).
@@ -435,6 +457,29 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     post(&app, &long, &u1, "kept-echo").await;
+    // A submission by a non-member (past the API's check): the worker rejects it, but its text
+    // is in the log too.
+    let stray = Submission {
+        operation_id: uuid::Uuid::now_v7(),
+        message_id: uuid::Uuid::now_v7(),
+        chat_id: short.parse().unwrap(),
+        author_id: "u_9".into(),
+        kind: MessageType::Normal,
+        text: "secret-foxtrot".into(),
+        attachments: vec![],
+        metadata: json!({}),
+    };
+    let u9 = student("u_9");
+    commands::message::submit(
+        &app.state.bus,
+        &Context::new(Actor::new("u_9", vec![Role::Student])),
+        stray.clone(),
+        None,
+    )
+    .await
+    .unwrap();
+    let stray_op = stray.operation_id.to_string();
+    assert_eq!(settled(&app, &u9, &stray_op).await["status"], "rejected");
     let db = app.state.db.clone();
     assert!(payloads(&db)
         .await
@@ -459,8 +504,9 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         api::retention::Report {
             chats_scanned: 2,
             messages_expired: 3,
-            // 3 MessageSubmitted + 3 MessagePosted + 1 MessageEdited
-            events_redacted: 7,
+            operations_expired: 1,
+            // 4 MessageSubmitted + 3 MessagePosted + 1 MessageEdited
+            events_redacted: 8,
             limit_reached: false,
         }
     );
@@ -500,6 +546,7 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         "secret-bravo",
         "secret-charlie",
         "secret-delta",
+        "secret-foxtrot",
     ] {
         assert!(
             !all.iter().any(|p| p.contains(secret)),
@@ -507,7 +554,15 @@ async fn retention_run_expires_redacts_and_keeps_the_chain_verifiable(b: Backend
         );
     }
     assert!(all.iter().any(|p| p.contains("kept-echo")));
-    assert_eq!(redacted_rows(&db).await, 7);
+    assert_eq!(redacted_rows(&db).await, 8);
+    eventually(Duration::from_secs(20), || async {
+        (app.get(&format!("/operations/{stray_op}"), &u9)
+            .await
+            .status
+            == 404)
+            .then_some(())
+    })
+    .await;
 
     // The expiry is an event on the bus.
     let feed = app.get("/admin/events?limit=200", &admin()).await;

@@ -105,6 +105,10 @@ pub enum OperationCommand {
         error: String,
         at: DateTime<Utc>,
     },
+    /// Retention: a rejected submission past its chat's retention (its text is redacted).
+    Expire {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +125,9 @@ pub enum OperationEvent {
         error: String,
         at: DateTime<Utc>,
     },
+    OperationExpired {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for OperationEvent {
@@ -129,6 +136,7 @@ impl DomainEvent for OperationEvent {
             OperationEvent::MessageSubmitted { .. } => "MessageSubmitted",
             OperationEvent::OperationCompleted { .. } => "OperationCompleted",
             OperationEvent::OperationRejected { .. } => "OperationRejected",
+            OperationEvent::OperationExpired { .. } => "OperationExpired",
         }
         .into()
     }
@@ -205,6 +213,16 @@ impl Aggregate for Operation {
                         .await;
                 }
             }
+            // Only settled operations expire; expiring twice records nothing more.
+            OperationCommand::Expire { at } => {
+                if self.submission.is_none() {
+                    return Err(OperationError::NotFound);
+                }
+                if self.status == "completed" || self.status == "rejected" {
+                    sink.write(OperationEvent::OperationExpired { at }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -217,6 +235,12 @@ impl Aggregate for Operation {
             }
             OperationEvent::OperationCompleted { .. } => self.status = "completed".into(),
             OperationEvent::OperationRejected { .. } => self.status = "rejected".into(),
+            OperationEvent::OperationExpired { .. } => {
+                self.status = "expired".into();
+                if let Some(sub) = &mut self.submission {
+                    sub.text.clear();
+                }
+            }
         }
     }
 }

@@ -324,6 +324,40 @@ mod tests {
         assert!(m.past_retention(&settings(3_650, "any", json!({})), t()));
     }
 
+    #[tokio::test]
+    async fn only_settled_operations_expire_and_once() {
+        use crate::chat::{Operation, OperationCommand, OperationError, OperationEvent};
+        let submitted = OperationEvent::MessageSubmitted {
+            submission: sub(),
+            at: t(),
+        };
+        let rejected = OperationEvent::OperationRejected {
+            error: "x".into(),
+            at: t(),
+        };
+        let expired = OperationEvent::OperationExpired { at: t() };
+        TestFramework::<Operation>::with(())
+            .given(vec![submitted.clone(), rejected.clone()])
+            .when_async(OperationCommand::Expire { at: t() })
+            .await
+            .then_expect_events(vec![expired.clone()]);
+        TestFramework::<Operation>::with(())
+            .given(vec![submitted.clone(), rejected, expired])
+            .when_async(OperationCommand::Expire { at: t() })
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Operation>::with(())
+            .given(vec![submitted])
+            .when_async(OperationCommand::Expire { at: t() })
+            .await
+            .then_expect_events(vec![]);
+        TestFramework::<Operation>::with(())
+            .given_no_previous_events()
+            .when_async(OperationCommand::Expire { at: t() })
+            .await
+            .then_expect_error(OperationError::NotFound);
+    }
+
     #[test]
     fn redacted_texts_decode_as_empty() {
         let posted = json!({"submission": {"operation_id": Uuid::nil(), "message_id": Uuid::nil(),

@@ -152,6 +152,14 @@ impl crate::Projection for ChatProjection {
                         at
                     )?;
                     }
+                    // Retention: a rejected submission past its chat's retention is gone.
+                    OperationEvent::OperationExpired { .. } => {
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_operations WHERE id = $1",
+                            &e.aggregate_id
+                        )?;
+                    }
                     OperationEvent::OperationRejected { error, at } => {
                         tx_exec!(
                         tx,

@@ -66,3 +66,31 @@ pub async fn expired_messages(
         limit
     )
 }
+
+/// Rejected submissions to `chat_id` made before `cutoff` (their text is still in the log), by id
+/// after `after_id`, at most `limit`.
+pub async fn expired_rejections(
+    db: &Db,
+    chat_id: &str,
+    cutoff: DateTime<Utc>,
+    after_id: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+    }
+    Ok(db_fetch_all!(
+        db,
+        Row,
+        "SELECT id FROM chat_operations WHERE chat_id = $1 AND status = 'rejected' AND created_at < $2 \
+         AND id > $3 ORDER BY id LIMIT $4",
+        chat_id,
+        cutoff,
+        after_id,
+        limit
+    )?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}
