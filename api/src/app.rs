@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::notifications::router())
         .merge(crate::routes::chat::router())
         .merge(crate::routes::moderation::router())
+        .merge(crate::routes::retention::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -120,6 +121,7 @@ impl Application {
         if settings.run_workers {
             runner.spawn();
             commands::message::spawn_worker(bus.clone());
+            crate::retention::spawn_worker(bus.clone(), settings.retention_interval);
             // Without a broker the sinks read the log themselves: nothing to relay to.
             if settings.amqp_url.is_some() {
                 relay.spawn();

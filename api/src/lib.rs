@@ -8,6 +8,7 @@ pub mod extract;
 pub mod graphql;
 pub mod metrics;
 pub mod ratelimit;
+pub mod retention;
 pub mod routes;
 pub mod settings;
 pub mod state;

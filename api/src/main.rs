@@ -41,6 +41,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Message retention.
+    Retention {
+        #[command(subcommand)]
+        command: RetentionCommand,
+    },
     /// Run one sink alone: `notifications` or `discord`.
     Sink { name: String },
     /// Print the GraphQL schema (SDL) this build serves.
@@ -62,6 +67,16 @@ enum Command {
 enum ProjectionsCommand {
     /// Drop and rebuild a read model from the log (all of them without NAME).
     Rebuild { name: Option<String> },
+}
+
+#[derive(Subcommand)]
+enum RetentionCommand {
+    /// One pass of the retention job: expire and redact messages past their chat's retention.
+    Run {
+        /// Decide expiry as of this RFC 3339 time instead of now (to look ahead).
+        #[arg(long)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -111,7 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_store(&settings).await?;
             let runner = projections_for(&store);
             runner.spawn();
-            commands::message::spawn_worker(commands::CommandBus::new(store.clone()));
+            let bus = commands::CommandBus::new(store.clone());
+            commands::message::spawn_worker(bus.clone());
+            api::retention::spawn_worker(bus, settings.retention_interval);
             if settings.amqp_url.is_some() {
                 projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();
             }
@@ -180,6 +197,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schema => {
             print!("{}", api::graphql::schema().sdl());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retention {
+            command: RetentionCommand::Run { now },
+        } => {
+            let store = open_store(&settings).await?;
+            let bus = commands::CommandBus::new(store);
+            let now = now.unwrap_or_else(chrono::Utc::now);
+            let r = api::retention::run_once(&bus, now, api::retention::Limits::default()).await?;
+            println!(
+                "retention as of {}: {} chats scanned, {} messages expired, {} rejected submissions expired, {} events redacted{}",
+                now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                r.chats_scanned,
+                r.messages_expired,
+                r.operations_expired,
+                r.events_redacted,
+                if r.limit_reached {
+                    " (limit reached: run again)"
+                } else {
+                    ""
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { user, roles, hours } => {

@@ -29,6 +29,8 @@ pub struct Settings {
     pub read_your_writes: Duration,
     /// Run projection workers in this process (`serve --no-workers` turns them off).
     pub run_workers: bool,
+    /// Time between two passes of the retention job (`FAFCAB_RETENTION_INTERVAL_SECS`).
+    pub retention_interval: Duration,
 }
 
 impl std::fmt::Debug for Settings {
@@ -105,6 +107,9 @@ impl Settings {
                 parse("FAFCAB_READ_YOUR_WRITES_MS", "2000")?.clamp(0, 60_000) as u64,
             ),
             run_workers: true,
+            retention_interval: Duration::from_secs(
+                parse("FAFCAB_RETENTION_INTERVAL_SECS", "3600")?.clamp(10, 30 * 86_400) as u64,
+            ),
         })
     }
 
@@ -125,6 +130,7 @@ impl Settings {
             expiry_window_days: 30,
             read_your_writes: Duration::from_secs(5),
             run_workers: true,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod chat;
 pub mod inbox;
 pub mod message;
 pub mod moderation;
+pub mod retention;
 pub mod tea;
 
 pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

@@ -45,16 +45,49 @@ pub async fn submit(
 
 /// Posts one submitted message and settles its operation.
 pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), CommandError> {
+    post_submitted_at(bus, sub, None).await
+}
+
+/// Posts one message submitted at `submitted_at` (when known) and settles its operation. Under a
+/// `mods` post policy an ordinary member's message is rejected if the policy was set after the
+/// submission (the API already checked it before, admins included) or when the time is unknown.
+pub async fn post_submitted_at(
+    bus: &CommandBus,
+    sub: &Submission,
+    submitted_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<(), CommandError> {
     let ctx = Context {
         correlation_id: sub.operation_id,
         causation_id: Some(sub.operation_id),
         ..Context::new(Actor::new(sub.author_id.clone(), vec![]))
     };
+    // Settled already (a re-read after a crash, or expired by retention): nothing to do. A
+    // rejected submission must never be posted later, e.g. once its author joined.
+    let (_, op) = bus.load::<Operation>(&sub.operation_id.to_string()).await?;
+    if op.submission.is_some() && op.status != "accepted" {
+        return Ok(());
+    }
     let (_, chat) = bus.load::<Chat>(&sub.chat_id.to_string()).await?;
     // A notice was authorised when accepted (admins post notices into chats they are not in).
-    let member = chat.member(&sub.author_id).is_some() || sub.kind == MessageType::Notice;
-    // A ban or mute applied after the message was accepted still stops it.
-    if let Some(why) = crate::moderation::posting_blocked(bus, sub.chat_id, &sub.author_id).await? {
+    let notice = sub.kind == MessageType::Notice;
+    let is_member = chat.member(&sub.author_id).is_some();
+    let member = is_member || notice;
+    let policy_changed_since = match (submitted_at, chat.settings_changed_at) {
+        (Some(s), Some(c)) => c >= s,
+        (Some(_), None) => false,
+        (None, _) => true,
+    };
+    // A ban or mute applied after the message was accepted still stops it; so does a `mods`
+    // post policy set since.
+    let blocked = match crate::moderation::posting_blocked(bus, sub.chat_id, &sub.author_id).await?
+    {
+        Some(why) => Some(why),
+        None if is_member && !notice && policy_changed_since && !chat.policy_allows(&ctx.actor) => {
+            Some("only the chat's owners and moderators may post in this chat".to_string())
+        }
+        None => None,
+    };
+    if let Some(why) = blocked {
         let reject = OperationCommand::Reject {
             error: why,
             at: now(),
@@ -138,12 +171,12 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
             if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
                 continue;
             }
-            let OperationEvent::MessageSubmitted { submission, .. } =
+            let OperationEvent::MessageSubmitted { submission, at } =
                 domain::codec::decode(&e.event_type, e.payload.clone())?
             else {
                 continue;
             };
-            post_submitted(bus, &submission)
+            post_submitted_at(bus, &submission, Some(at))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             handled = true;
@@ -240,10 +273,12 @@ async fn on_message(
     cmd: MessageCommand,
 ) -> Result<Executed<Message>, CommandError> {
     let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
+    // A message of another chat (or past the chat's retention) does not exist here.
     if msg
         .submission
         .as_ref()
         .is_none_or(|s| Some(s.chat_id) != chat.chat_id)
+        || msg.past_retention(&chat.settings, now())
     {
         return Err(CommandError::Domain {
             kind: ErrorKind::NotFound,
@@ -281,6 +316,11 @@ pub fn may_post(chat: &Chat, actor: &Actor, notice: bool) -> Result<(), CommandE
     if member.is_none() && !(notice && actor.has(domain::Role::Admin)) {
         return Err(CommandError::Forbidden(
             "only members of the chat may post".into(),
+        ));
+    }
+    if !notice && !chat.policy_allows(actor) {
+        return Err(CommandError::Forbidden(
+            "only the chat's owners and moderators (and admins) may post in this chat".into(),
         ));
     }
     Ok(())

@@ -6,12 +6,17 @@ pub mod checkpoints;
 mod db;
 mod notify;
 mod pg;
+mod redact;
 mod sqlite;
 mod types;
 mod upcast;
 
-pub use chain::{canonical_json, event_hash, payload_hash, ChainBreak};
+pub use chain::{
+    canonical_json, event_hash, merkle_root, payload_hash, payload_hash_v1, ChainBreak, Redaction,
+    HASH_VERSION,
+};
 pub use db::{placeholders, Arg, Db, Tx};
+pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 pub use types::*;
 pub use upcast::Upcasters;
 

@@ -327,7 +327,7 @@ impl PgStore {
         let mut verifier = ChainVerifier::new();
         let mut rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, \
-             recorded_at, metadata, payload, payload_hash, hash FROM events \
+             recorded_at, metadata, payload, payload_hash, hash, hash_version, redaction FROM events \
              ORDER BY aggregate_type, aggregate_id, sequence",
         )
         .fetch(&self.pool);
@@ -345,6 +345,8 @@ impl PgStore {
                 payload: r.get("payload"),
                 payload_hash: r.get("payload_hash"),
                 hash: r.get("hash"),
+                hash_version: r.get("hash_version"),
+                redaction: r.get("redaction"),
             };
             if !verifier.check(row) {
                 break;

@@ -236,7 +236,7 @@ impl SqliteStore {
         let mut verifier = ChainVerifier::new();
         let mut rows = sqlx::query(
             "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, \
-             recorded_at, metadata, payload, payload_hash, hash FROM events \
+             recorded_at, metadata, payload, payload_hash, hash, hash_version, redaction FROM events \
              ORDER BY aggregate_type, aggregate_id, sequence",
         )
         .fetch(&self.read);
@@ -257,6 +257,12 @@ impl SqliteStore {
                 payload: serde_json::from_str(&payload).context("bad payload")?,
                 payload_hash: r.get("payload_hash"),
                 hash: r.get("hash"),
+                hash_version: r.get::<i64, _>("hash_version") as i16,
+                redaction: r
+                    .get::<Option<String>, _>("redaction")
+                    .map(|s| serde_json::from_str(&s))
+                    .transpose()
+                    .context("bad redaction")?,
             };
             if !verifier.check(row) {
                 break;

@@ -58,9 +58,12 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("report", "ReportFiled") => "chat.report.filed",
         ("report", "ReportStatusChanged") => "chat.report.updated",
         ("notice", "NoticeBroadcast") => "chat.notice.published",
+        ("message", "MessageExpired") => "chat.message.expired",
+        ("chat", "SettingsChanged") => "chat.retention.updated",
         ("operation", "MessageSubmitted") => "chat.message.submitted",
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
+        ("operation", "OperationExpired") => "chat.operation.expired",
         _ => "",
     };
     if known.is_empty() {
@@ -193,6 +196,10 @@ fn map(e: &StoredEvent) -> Option<Value> {
                 Ok(ChatEvent::MemberLeft { user_id, by, at }) => {
                     json!({"chat_id": chat_id, "user_id": user_id, "removed_by": by, "left_at": at})
                 }
+                Ok(ChatEvent::SettingsChanged { settings, by, at }) => {
+                    json!({"chat_id": chat_id, "retention_days": settings.retention_days, "post_policy": settings.post_policy,
+                           "extra": settings.extra, "updated_by": by, "updated_at": at})
+                }
                 Err(_) => return None,
             }
         }
@@ -230,6 +237,9 @@ fn map(e: &StoredEvent) -> Option<Value> {
                 }) => {
                     json!({"msg_id": e.aggregate_id, "reaction_id": reaction_id, "user_id": user_id,
                        "emoji": emoji, "removed_at": at})
+                }
+                Ok(MessageEvent::MessageExpired { retention_days, at }) => {
+                    json!({"msg_id": e.aggregate_id, "retention_days": retention_days, "expired_at": at})
                 }
                 Err(_) => return None,
             }
@@ -281,6 +291,9 @@ fn map(e: &StoredEvent) -> Option<Value> {
                 }
                 Ok(OperationEvent::OperationRejected { error, .. }) => {
                     json!({"operation_id": e.aggregate_id, "error": error})
+                }
+                Ok(OperationEvent::OperationExpired { at }) => {
+                    json!({"operation_id": e.aggregate_id, "expired_at": at})
                 }
                 Err(_) => return None,
             }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod chat;
 pub mod moderation;
 pub mod notifications;
+pub mod retention;
 pub mod tea;
 
 use axum::body::Body;

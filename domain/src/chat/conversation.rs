@@ -111,6 +111,12 @@ pub enum ChatCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// `PUT /retention`: owners, moderators and admins.
+    ChangeSettings {
+        settings: ChatSettings,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +145,11 @@ pub enum ChatEvent {
         by: String,
         at: DateTime<Utc>,
     },
+    SettingsChanged {
+        settings: ChatSettings,
+        by: String,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for ChatEvent {
@@ -148,6 +159,7 @@ impl DomainEvent for ChatEvent {
             ChatEvent::ChatUpdated { .. } => "ChatUpdated",
             ChatEvent::MemberJoined { .. } => "MemberJoined",
             ChatEvent::MemberLeft { .. } => "MemberLeft",
+            ChatEvent::SettingsChanged { .. } => "SettingsChanged",
         }
         .into()
     }
@@ -195,6 +207,9 @@ pub struct Chat {
     pub settings: ChatSettings,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// When the settings last changed (the worker re-checks the post policy against it).
+    #[serde(default)]
+    pub settings_changed_at: Option<DateTime<Utc>>,
 }
 
 fn valid_slug(s: &str) -> bool {
@@ -427,6 +442,22 @@ impl Aggregate for Chat {
                 )
                 .await;
             }
+            ChatCommand::ChangeSettings {
+                settings,
+                actor,
+                at,
+            } => {
+                self.exists()?;
+                if !self.managed_by(&actor) {
+                    return Err(forbidden());
+                }
+                super::retention::validate_settings(&settings).map_err(ChatError::Invalid)?;
+                if settings != self.settings {
+                    let by = actor.user_id;
+                    sink.write(ChatEvent::SettingsChanged { settings, by, at }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -470,6 +501,11 @@ impl Aggregate for Chat {
             }
             ChatEvent::MemberJoined { member } => self.members.push(member),
             ChatEvent::MemberLeft { user_id, .. } => self.members.retain(|m| m.user_id != user_id),
+            ChatEvent::SettingsChanged { settings, at, .. } => {
+                self.settings = settings;
+                self.updated_at = Some(at);
+                self.settings_changed_at = Some(at);
+            }
         }
     }
 }

@@ -47,6 +47,7 @@ pub struct Submission {
     pub chat_id: Uuid,
     pub author_id: String,
     pub kind: MessageType,
+    #[serde(deserialize_with = "super::retention::redacted_text")]
     pub text: String,
     pub attachments: Vec<Attachment>,
     pub metadata: serde_json::Value,
@@ -107,6 +108,10 @@ pub enum OperationCommand {
         error: String,
         at: DateTime<Utc>,
     },
+    /// Retention: a rejected submission past its chat's retention (its text is redacted).
+    Expire {
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +128,9 @@ pub enum OperationEvent {
         error: String,
         at: DateTime<Utc>,
     },
+    OperationExpired {
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for OperationEvent {
@@ -131,6 +139,7 @@ impl DomainEvent for OperationEvent {
             OperationEvent::MessageSubmitted { .. } => "MessageSubmitted",
             OperationEvent::OperationCompleted { .. } => "OperationCompleted",
             OperationEvent::OperationRejected { .. } => "OperationRejected",
+            OperationEvent::OperationExpired { .. } => "OperationExpired",
         }
         .into()
     }
@@ -207,6 +216,16 @@ impl Aggregate for Operation {
                         .await;
                 }
             }
+            // Only settled operations expire; expiring twice records nothing more.
+            OperationCommand::Expire { at } => {
+                if self.submission.is_none() {
+                    return Err(OperationError::NotFound);
+                }
+                if self.status == "completed" || self.status == "rejected" {
+                    sink.write(OperationEvent::OperationExpired { at }, self)
+                        .await;
+                }
+            }
         }
         Ok(())
     }
@@ -219,6 +238,12 @@ impl Aggregate for Operation {
             }
             OperationEvent::OperationCompleted { .. } => self.status = "completed".into(),
             OperationEvent::OperationRejected { .. } => self.status = "rejected".into(),
+            OperationEvent::OperationExpired { .. } => {
+                self.status = "expired".into();
+                if let Some(sub) = &mut self.submission {
+                    sub.text.clear();
+                }
+            }
         }
     }
 }
@@ -259,6 +284,11 @@ pub enum MessageCommand {
         moderates: bool,
         at: DateTime<Utc>,
     },
+    /// The chat's retention period passed (the retention job); the message is gone for good.
+    Expire {
+        retention_days: i64,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -272,10 +302,16 @@ pub enum MessageEvent {
         at: DateTime<Utc>,
     },
     MessageEdited {
+        #[serde(deserialize_with = "super::retention::redacted_text")]
         text: String,
         at: DateTime<Utc>,
         #[serde(default)]
         filter_matches: Vec<String>,
+    },
+    /// Retention: the message stops being served and its texts are redacted from the log.
+    MessageExpired {
+        retention_days: i64,
+        at: DateTime<Utc>,
     },
     /// The text (as posted or edited) matched the moderation filters and was stored masked.
     MessageFlagged {
@@ -324,6 +360,7 @@ impl DomainEvent for MessageEvent {
             MessageEvent::MessageFlagged { .. } => "MessageFlagged",
             MessageEvent::ReactionAdded { .. } => "ReactionAdded",
             MessageEvent::ReactionRemoved { .. } => "ReactionRemoved",
+            MessageEvent::MessageExpired { .. } => "MessageExpired",
         }
         .into()
     }
@@ -374,12 +411,14 @@ pub struct Message {
     pub deleted_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub reactions: Vec<Reaction>,
+    #[serde(default)]
+    pub expired_at: Option<DateTime<Utc>>,
 }
 
 impl Message {
     fn live(&self) -> Result<&Submission, MessageError> {
         match &self.submission {
-            Some(s) if self.deleted_at.is_none() => Ok(s),
+            Some(s) if self.deleted_at.is_none() && self.expired_at.is_none() => Ok(s),
             _ => Err(MessageError::NotFound),
         }
     }
@@ -530,7 +569,7 @@ impl Aggregate for Message {
                     return Err(MessageError::NotFound);
                 };
                 // A deleted message is gone: deleting it again finds nothing.
-                if self.deleted_at.is_some() {
+                if self.deleted_at.is_some() || self.expired_at.is_some() {
                     return Err(MessageError::NotFound);
                 }
                 if sub.author_id != by && !moderates {
@@ -538,6 +577,16 @@ impl Aggregate for Message {
                 }
                 sink.write(MessageEvent::MessageDeleted { by, at }, self)
                     .await;
+            }
+            // Expiring twice (a job retrying) records nothing more.
+            MessageCommand::Expire { retention_days, at } => {
+                if self.submission.is_none() {
+                    return Err(MessageError::NotFound);
+                }
+                if self.expired_at.is_none() {
+                    let e = MessageEvent::MessageExpired { retention_days, at };
+                    sink.write(e, self).await;
+                }
             }
         }
         Ok(())
@@ -567,6 +616,12 @@ impl Aggregate for Message {
             MessageEvent::ReactionAdded { reaction } => self.reactions.push(reaction),
             MessageEvent::ReactionRemoved { reaction_id, .. } => {
                 self.reactions.retain(|r| r.id != reaction_id)
+            }
+            MessageEvent::MessageExpired { at, .. } => {
+                self.expired_at = Some(at);
+                if let Some(sub) = &mut self.submission {
+                    sub.text.clear();
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod message;
 pub mod moderation;
 pub mod profile;
 pub mod report;
+pub mod retention;
 
 pub use conversation::*;
 pub use filters::{

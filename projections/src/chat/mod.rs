@@ -3,5 +3,6 @@
 pub mod moderation;
 mod projection;
 pub mod queries;
+pub mod retention;
 
 pub use projection::ChatProjection;

@@ -185,7 +185,7 @@ pub fn search_terms(q: &str) -> Vec<String> {
 }
 
 /// Full-text search over the messages of chats `user_id` can read (member of, or public; all for
-/// an admin), newest first; deleted messages are not found. PostgreSQL full-text search on
+/// an admin), newest first; deleted messages and those past retention are not found. PostgreSQL full-text search on
 /// PostgreSQL (`simple` configuration), FTS5 on SQLite. Every term must occur.
 pub async fn search_messages(
     db: &Db,
@@ -214,8 +214,10 @@ pub async fn search_messages(
             "cm.rowid IN (SELECT rowid FROM chat_messages_fts WHERE chat_messages_fts MATCH $1)",
         )
     };
+    // Past the chat's retention a message is not found, even before the job removed it.
+    let live = super::retention::live_sql(db.is_pg(), "cm");
     let sql = format!(
-        "SELECT {COLUMNS} FROM chat_messages cm WHERE {matcher} AND cm.deleted_at IS NULL AND {readable} \
+        "SELECT {COLUMNS} FROM chat_messages cm WHERE {matcher} AND cm.deleted_at IS NULL AND {live} AND {readable} \
          AND ($5 IS NULL OR cm.chat_id = $5) AND ($6 = 0 OR cm.seq < $6) ORDER BY cm.seq DESC LIMIT $7"
     );
     let mut rows = db_fetch_all!(

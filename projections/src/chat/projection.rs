@@ -121,6 +121,16 @@ impl crate::Projection for ChatProjection {
                             &chat_id
                         )?;
                     }
+                    ChatEvent::SettingsChanged { settings, at, .. } => {
+                        tx_exec!(
+                            tx,
+                            "UPDATE chats SET settings = $2, retention_days = $3, updated_at = $4 WHERE id = $1",
+                            &chat_id,
+                            serde_json::to_string(&settings)?,
+                            settings.retention_days,
+                            at
+                        )?;
+                    }
                     ChatEvent::MemberLeft { user_id, at, .. } => {
                         tx_exec!(tx, "UPDATE chat_members SET left_at = $3 WHERE chat_id = $1 AND user_id = $2", &chat_id, user_id, at)?;
                         tx_exec!(
@@ -152,6 +162,14 @@ impl crate::Projection for ChatProjection {
                         message_id.to_string(),
                         at
                     )?;
+                    }
+                    // Retention: a rejected submission past its chat's retention is gone.
+                    OperationEvent::OperationExpired { .. } => {
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_operations WHERE id = $1",
+                            &e.aggregate_id
+                        )?;
                     }
                     OperationEvent::OperationRejected { error, at } => {
                         tx_exec!(
@@ -205,6 +223,19 @@ impl crate::Projection for ChatProjection {
                             tx,
                             "DELETE FROM chat_reactions WHERE id = $1",
                             reaction_id.to_string()
+                        )?;
+                    }
+                    // Retention: the message is gone from every read model.
+                    MessageEvent::MessageExpired { .. } => {
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_messages WHERE id = $1",
+                            &e.aggregate_id
+                        )?;
+                        tx_exec!(
+                            tx,
+                            "DELETE FROM chat_reactions WHERE message_id = $1",
+                            &e.aggregate_id
                         )?;
                     }
                     MessageEvent::MessageDeleted { at, .. } => {

@@ -220,10 +220,10 @@ pub async fn messages(
     let mut rows = db_fetch_all!(
         db,
         MessageRow,
-        "SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
+        &format!("SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
          filter_matches, flagged_at, seq FROM chat_messages WHERE chat_id = $1 \
          AND ($2 IS NULL OR created_at < $2) AND ($3 IS NULL OR created_at > $3) AND ($4 = 0 OR seq < $4) \
-         ORDER BY seq DESC LIMIT $5",
+         AND {} ORDER BY seq DESC LIMIT $5", super::retention::live_sql(db.is_pg(), "chat_messages")),
         chat_id,
         before,
         after,
@@ -238,8 +238,9 @@ pub async fn message(db: &Db, id: &str) -> sqlx::Result<Option<MessageRow>> {
     db_fetch_optional!(
         db,
         MessageRow,
-        "SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
-         filter_matches, flagged_at, seq FROM chat_messages WHERE id = $1",
+        &format!("SELECT id, chat_id, type, author_id, text, metadata, attachments, created_at, edited_at, deleted_at, filtered, \
+         filter_matches, flagged_at, seq FROM chat_messages WHERE id = $1 AND {}",
+         super::retention::live_sql(db.is_pg(), "chat_messages")),
         id
     )
 }

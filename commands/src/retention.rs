@@ -1,0 +1,43 @@
+//! Retention and posting policy of a chat (`PUT /retention`), and expiring messages (the
+//! retention job in `api::retention` drives `expire`).
+
+use domain::chat::{Chat, ChatCommand, ChatSettings, Message, MessageCommand};
+use uuid::Uuid;
+
+use crate::{CommandBus, CommandError, Context, Executed};
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}
+
+/// Owners, moderators and admins change a chat's retention and post policy.
+pub async fn change_settings(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    settings: ChatSettings,
+) -> Result<Executed<Chat>, CommandError> {
+    let cmd = ChatCommand::ChangeSettings {
+        settings,
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, None)
+        .await
+}
+
+/// Marks one message expired (nothing is recorded if it already is).
+pub async fn expire(
+    bus: &CommandBus,
+    ctx: &Context,
+    message_id: &str,
+    retention_days: i64,
+) -> Result<Executed<Message>, CommandError> {
+    let cmd = MessageCommand::Expire {
+        retention_days,
+        at: now(),
+    };
+    bus.execute::<Message>(message_id, cmd, ctx, None, None)
+        .await
+}
