@@ -281,4 +281,37 @@ async fn mutations_follow_the_rest_rules(b: Backend) {
             .body["data"]["replaceFilters"]["version"],
         1
     );
+    // Retention and notices.
+    let ret = "mutation($c: ID!, $d: Int) { setRetention(chatId: $c, retentionDays: $d, postPolicy: \"mods\") { retentionDays postPolicy } }";
+    assert_eq!(
+        code(&gql(&app, Some(&u2), ret, json!({"c": chat_id, "d": 30})).await),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(&gql(&app, Some(&u1), ret, json!({"c": chat_id, "d": 0})).await),
+        "VALIDATION_ERROR"
+    );
+    let r = gql(&app, Some(&u1), ret, json!({"c": chat_id, "d": 30})).await;
+    assert_eq!(
+        r.body["data"]["setRetention"],
+        json!({"retentionDays": 30, "postPolicy": "mods"}),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        code(&gql(&app, Some(&u2), post, json!({"c": chat_id, "t": "hi"})).await),
+        "FORBIDDEN"
+    );
+    let notice = "mutation($c: ID!) { broadcastNotice(title: \"Closed\", body: \"Cleaning\", chatIds: [$c]) { id createdBy chatIds } }";
+    assert_eq!(
+        code(&gql(&app, Some(&u1), notice, json!({"c": chat_id})).await),
+        "FORBIDDEN"
+    );
+    let n = gql(&app, Some(&admin()), notice, json!({"c": chat_id})).await;
+    assert_eq!(
+        n.body["data"]["broadcastNotice"]["chatIds"],
+        json!([chat_id]),
+        "{}",
+        n.text
+    );
 }

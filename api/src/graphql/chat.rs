@@ -200,6 +200,36 @@ pub struct Profile {
     presence: String,
 }
 
+/// A chat's retention period and post policy.
+#[derive(SimpleObject)]
+pub struct Retention {
+    chat_id: ID,
+    retention_days: i64,
+    post_policy: String,
+}
+
+impl Retention {
+    fn of(id: Uuid, chat: &ChatAgg) -> Self {
+        Retention {
+            chat_id: ID(id.to_string()),
+            retention_days: chat.settings.retention_days,
+            post_policy: chat.settings.post_policy.clone(),
+        }
+    }
+}
+
+/// An admin's notice, posted as a `notice` message into each of its chats.
+#[derive(SimpleObject)]
+pub struct Notice {
+    id: ID,
+    title: String,
+    body: String,
+    created_by: String,
+    chat_ids: Vec<ID>,
+    roles: Vec<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
 #[derive(SimpleObject)]
 pub struct Filters {
     phrases: Vec<String>,
@@ -493,6 +523,12 @@ impl ChatQuery {
         }))
     }
 
+    /// The retention period and post policy of a chat the caller can see.
+    async fn retention(&self, ctx: &Context<'_>, chat_id: ID) -> GqlResult<Retention> {
+        let (id, chat) = visible_chat(state(ctx), actor(ctx), &chat_id).await?;
+        Ok(Retention::of(id, &chat))
+    }
+
     async fn moderation_filters(&self, ctx: &Context<'_>) -> GqlResult<Filters> {
         let f = m::filters(&state(ctx).bus).await.map_err(err)?;
         Ok(Filters {
@@ -767,6 +803,85 @@ impl ChatMutation {
         .map_err(err)?;
         settle(state, &exec).await;
         message(state, mid).await
+    }
+
+    /// Changes a chat's retention period and/or post policy (`any` or `mods`): owners, moderators
+    /// and admins.
+    async fn set_retention(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        retention_days: Option<i64>,
+        post_policy: Option<String>,
+    ) -> GqlResult<Retention> {
+        let (state, actor) = (state(ctx), actor(ctx));
+        let (id, chat) = visible_chat(state, actor, &chat_id).await?;
+        let mut settings = chat.settings.clone();
+        if let Some(d) = retention_days {
+            settings.retention_days = d;
+        }
+        if let Some(p) = post_policy {
+            settings.post_policy = p;
+        }
+        let exec = commands::retention::change_settings(
+            &state.bus,
+            &CmdContext::new(actor.clone()),
+            id,
+            settings,
+        )
+        .await
+        .map_err(err)?;
+        settle(state, &exec).await;
+        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        Ok(Retention::of(id, &chat))
+    }
+
+    /// Posts a notice into each listed chat (admins).
+    async fn broadcast_notice(
+        &self,
+        ctx: &Context<'_>,
+        title: String,
+        body: String,
+        chat_ids: Vec<ID>,
+        #[graphql(default)] roles: Vec<String>,
+    ) -> GqlResult<Notice> {
+        let (state, actor) = (state(ctx), actor(ctx));
+        let mut ids: Vec<Uuid> = Vec::with_capacity(chat_ids.len());
+        for (i, c) in chat_ids.iter().enumerate() {
+            let id = c.parse::<Uuid>().map_err(|_| {
+                gql_error(ApiError::validation(format!(
+                    "chatIds[{i}] is not a chat id"
+                )))
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let notice = domain::chat::NewNotice {
+            id: Uuid::now_v7(),
+            title: title.trim().to_string(),
+            body: body.trim().to_string(),
+            created_by: actor.user_id.clone(),
+            chat_ids: ids,
+            roles,
+        };
+        let exec = m::broadcast_notice(&state.bus, &CmdContext::new(actor.clone()), notice.clone())
+            .await
+            .map_err(err)?;
+        settle(state, &exec).await;
+        let created_at = match &exec {
+            Executed::Done { state: n, .. } => n.created_at,
+            Executed::Replayed(_) => None,
+        };
+        Ok(Notice {
+            id: ID(notice.id.to_string()),
+            title: notice.title,
+            body: notice.body,
+            created_by: notice.created_by,
+            chat_ids: notice.chat_ids.iter().map(|c| ID(c.to_string())).collect(),
+            roles: notice.roles,
+            created_at,
+        })
     }
 
     /// Replaces the banned phrases (admins); `version` must be the current one + 1.
