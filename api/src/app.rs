@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::Router;
 use commands::CommandBus;
 use eventstore::EventStore;
+use projections::budget::BudgetProjection;
 use projections::chat::ChatProjection;
 use projections::relay::Relay;
 use projections::sinks::notifications::{InboxProjection, NotificationSink};
@@ -33,6 +34,7 @@ pub fn projections_for(store: &EventStore) -> ProjectionRunner {
         Arc::new(TeaProjection),
         Arc::new(InboxProjection),
         Arc::new(ChatProjection),
+        Arc::new(BudgetProjection),
     ];
     ProjectionRunner::new(store.clone(), list)
 }
@@ -87,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::chat::router())
         .merge(crate::routes::moderation::router())
         .merge(crate::routes::retention::router())
+        .merge(crate::routes::budget::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -122,6 +125,7 @@ impl Application {
             runner.spawn();
             commands::message::spawn_worker(bus.clone());
             crate::retention::spawn_worker(bus.clone(), settings.retention_interval);
+            commands::budget::spawn_tea_policy(bus.clone());
             // Without a broker the sinks read the log themselves: nothing to relay to.
             if settings.amqp_url.is_some() {
                 relay.spawn();

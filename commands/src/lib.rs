@@ -3,6 +3,7 @@
 //! conflicts, bounded and with jitter. Authorization of the acting user happens here too, so REST
 //! and GraphQL share one implementation of every rule.
 
+pub mod budget;
 mod bus;
 mod cache;
 pub mod chat;

@@ -3,6 +3,7 @@
 //! user ids, which are opaque strings.
 
 pub mod actor;
+pub mod budget;
 pub mod chat;
 pub mod codec;
 pub mod error;

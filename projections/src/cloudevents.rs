@@ -64,6 +64,13 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
         ("operation", "OperationExpired") => "chat.operation.expired",
+        ("budget_ledger", "TransactionRecorded") => "budget.transaction.recorded",
+        ("budget_ledger", "TransactionReversed") => "budget.transaction.reversed",
+        ("budget_ledger", "DebtCreated") => "budget.debt.created",
+        ("budget_ledger", "DebtPaymentRecorded") => "budget.debt.payment.recorded",
+        ("budget_ledger", "DebtForgiven") => "budget.debt.forgiven",
+        ("budget_ledger", "ThresholdSet") => "budget.settings.updated",
+        ("budget_ledger", "LowBalanceDetected") => "budget.low_balance",
         _ => "",
     };
     if known.is_empty() {
@@ -81,6 +88,7 @@ pub fn source_of(aggregate_type: &str) -> &'static str {
         "chat" | "message" | "operation" | "moderation" | "filters" | "report" | "notice" => {
             "chat-svc"
         }
+        "budget_ledger" => "budget-svc",
         _ => "fafcab",
     }
 }
@@ -298,6 +306,7 @@ fn map(e: &StoredEvent) -> Option<Value> {
                 Err(_) => return None,
             }
         }
+        "budget_ledger" => crate::budget::cloud_data(e)?,
         _ => return None,
     })
 }

@@ -1,6 +1,7 @@
 //! Projection workers and read models. Every read model is built from the committed global log,
 //! and each batch of changes commits together with the projection's checkpoint.
 
+pub mod budget;
 pub mod chat;
 pub mod cloudevents;
 pub mod metrics;
