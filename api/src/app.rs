@@ -13,7 +13,9 @@ use commands::CommandBus;
 use eventstore::EventStore;
 use projections::budget::BudgetProjection;
 use projections::chat::ChatProjection;
+use projections::fundraising::FundraisingProjection;
 use projections::relay::Relay;
+use projections::sharing::SharingProjection;
 use projections::sinks::notifications::{InboxProjection, NotificationSink};
 use projections::sinks::{discord::DiscordSink, spawn_sink, SinkStatus};
 use projections::tea::TeaProjection;
@@ -35,6 +37,8 @@ pub fn projections_for(store: &EventStore) -> ProjectionRunner {
         Arc::new(InboxProjection),
         Arc::new(ChatProjection),
         Arc::new(BudgetProjection),
+        Arc::new(FundraisingProjection),
+        Arc::new(SharingProjection),
     ];
     ProjectionRunner::new(store.clone(), list)
 }
@@ -90,6 +94,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::moderation::router())
         .merge(crate::routes::retention::router())
         .merge(crate::routes::budget::router())
+        .merge(crate::routes::fundraising::router())
+        .merge(crate::routes::sharing::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -126,6 +132,8 @@ impl Application {
             commands::message::spawn_worker(bus.clone());
             crate::retention::spawn_worker(bus.clone(), settings.retention_interval);
             commands::budget::spawn_tea_policy(bus.clone());
+            commands::fundraising::spawn_policy(bus.clone());
+            commands::sharing::spawn_policy(bus.clone());
             // Without a broker the sinks read the log themselves: nothing to relay to.
             if settings.amqp_url.is_some() {
                 relay.spawn();

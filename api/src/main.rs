@@ -129,6 +129,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let bus = commands::CommandBus::new(store.clone());
             commands::message::spawn_worker(bus.clone());
             commands::budget::spawn_tea_policy(bus.clone());
+            commands::fundraising::spawn_policy(bus.clone());
+            commands::sharing::spawn_policy(bus.clone());
             api::retention::spawn_worker(bus, settings.retention_interval);
             if settings.amqp_url.is_some() {
                 projections::relay::Relay::new(store.clone(), settings.amqp_url.clone()).spawn();

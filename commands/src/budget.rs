@@ -8,12 +8,9 @@
 //! `consumables`, reference `tea-batch:<batch id>`) whose id is UUID v5 of the batch id. The ledger
 //! ignores an id it already booked, so a replayed or redelivered event books nothing twice.
 
-use std::time::Duration;
-
 use domain::budget::{DebtSpec, Ledger, LedgerCommand, TransactionSpec, TxKind};
 use domain::tea::ItemEvent;
 use domain::{Actor, ErrorKind, Role};
-use eventstore::checkpoints::{load_checkpoint_db, save_checkpoint};
 use eventstore::StoredEvent;
 use rust_decimal::Decimal;
 use uuid::Uuid;
@@ -30,7 +27,7 @@ pub const CONSUMABLES: &str = "consumables";
 
 pub type Idem<'a> = Option<(&'a Idempotency, RenderReply<'a, Ledger>)>;
 
-fn now() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
 }
@@ -45,7 +42,7 @@ pub fn may_read_books(actor: &Actor) -> bool {
     actor.has_any(&[Role::Admin, Role::Executor, Role::Auditor])
 }
 
-fn require(ok: bool, what: &str) -> Result<(), CommandError> {
+pub(crate) fn require(ok: bool, what: &str) -> Result<(), CommandError> {
     if ok {
         Ok(())
     } else {
@@ -54,7 +51,7 @@ fn require(ok: bool, what: &str) -> Result<(), CommandError> {
 }
 
 /// The ledger's stream id: the currency, once it is known to be one.
-fn ledger_id(currency: &str) -> Result<String, CommandError> {
+pub(crate) fn ledger_id(currency: &str) -> Result<String, CommandError> {
     domain::tea::validate::currency(currency).map_err(|m| CommandError::Domain {
         kind: ErrorKind::Validation,
         message: m,
@@ -169,6 +166,41 @@ pub fn tea_batch_transaction_id(batch_id: Uuid) -> Uuid {
     Uuid::new_v5(&TEA_BATCH_NAMESPACE, batch_id.as_bytes())
 }
 
+/// The context a policy acts in: the source event's actor, correlated with it.
+pub fn policy_context(e: &StoredEvent) -> Context {
+    Context {
+        correlation_id: e.metadata.correlation_id,
+        causation_id: Some(e.event_id),
+        ..Context::new(Actor::new(e.metadata.actor.clone(), vec![]))
+    }
+}
+
+/// Runs a policy's ledger command; returns whether it appended anything. An entry the books
+/// cannot take (e.g. an amount out of range) is logged and skipped: it must not stop the policy.
+pub async fn book_from_policy(
+    bus: &CommandBus,
+    e: &StoredEvent,
+    ctx: &Context,
+    currency: &str,
+    cmd: LedgerCommand,
+) -> Result<bool, CommandError> {
+    match bus
+        .execute::<Ledger>(&ledger_id(currency)?, cmd, ctx, None, None)
+        .await
+    {
+        Ok(Executed::Done { stored, .. }) => Ok(!stored.is_empty()),
+        Ok(Executed::Replayed(_)) => Ok(false),
+        Err(CommandError::Domain {
+            kind: ErrorKind::Validation,
+            message,
+        }) => {
+            tracing::warn!(source = %e.event_id, %message, "event not booked");
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Books one stored event if it is a tea batch with a cost; returns whether it appended anything.
 /// Safe to call any number of times for the same event.
 pub async fn book_tea_batch(bus: &CommandBus, e: &StoredEvent) -> Result<bool, CommandError> {
@@ -184,11 +216,6 @@ pub async fn book_tea_batch(bus: &CommandBus, e: &StoredEvent) -> Result<bool, C
     if batch.cost_total <= Decimal::ZERO {
         return Ok(false);
     }
-    let ctx = Context {
-        correlation_id: e.metadata.correlation_id,
-        causation_id: Some(e.event_id),
-        ..Context::new(Actor::new(e.metadata.actor.clone(), vec![]))
-    };
     let transaction = TransactionSpec {
         transaction_id: tea_batch_transaction_id(batch.batch_id),
         kind: TxKind::Expense,
@@ -204,74 +231,12 @@ pub async fn book_tea_batch(bus: &CommandBus, e: &StoredEvent) -> Result<bool, C
         transaction,
         at: now(),
     };
-    match bus
-        .execute::<Ledger>(&ledger_id(&batch.currency)?, cmd, &ctx, None, None)
-        .await
-    {
-        Ok(Executed::Done { stored, .. }) => Ok(!stored.is_empty()),
-        Ok(Executed::Replayed(_)) => Ok(false),
-        // A batch the books cannot take (e.g. a cost out of range) must not stop the policy.
-        Err(CommandError::Domain {
-            kind: ErrorKind::Validation,
-            message,
-        }) => {
-            tracing::warn!(batch = %batch.batch_id, %message, "tea batch not booked");
-            Ok(false)
-        }
-        Err(err) => Err(err),
-    }
+    book_from_policy(bus, e, &policy_context(e), &batch.currency, cmd).await
 }
 
 /// Runs the tea-batch policy for as long as the process lives (one leader per database).
 pub fn spawn_tea_policy(bus: CommandBus) {
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = run_tea_policy(&bus).await {
-                tracing::warn!(error = %e, "budget tea policy interrupted; resuming from its checkpoint");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+    crate::policy::spawn_policy(bus, TEA_POLICY, &["item"], |bus, e| {
+        Box::pin(book_tea_batch(bus, e))
     });
-}
-
-async fn run_tea_policy(bus: &CommandBus) -> anyhow::Result<()> {
-    let store = bus.store();
-    let Some(_lead) = store.try_lead(TEA_POLICY).await? else {
-        return Ok(());
-    };
-    let db = store.db();
-    let mut wakes = store.subscribe_types(Some(&["item"]));
-    let mut cp = load_checkpoint_db(&db, TEA_POLICY).await?;
-    let mut saved = cp;
-    loop {
-        for w in &mut wakes {
-            w.borrow_and_update();
-        }
-        let batch = store.read_log(cp, 200).await?;
-        if batch.events.is_empty() {
-            if batch.pending {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else {
-                let futs: Vec<_> = wakes.iter_mut().map(|w| Box::pin(w.changed())).collect();
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(2), futures::future::select_all(futs))
-                        .await;
-            }
-            continue;
-        }
-        let mut handled = false;
-        for e in &batch.events {
-            handled |= book_tea_batch(bus, e)
-                .await
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-        }
-        let to = batch.events.last().expect("non-empty").checkpoint();
-        if handled || to.position - cp.position > 1_000 {
-            let mut tx = db.begin().await?;
-            save_checkpoint(&mut tx, TEA_POLICY, saved, to).await?;
-            tx.commit().await?;
-            saved = to;
-        }
-        cp = to;
-    }
 }

@@ -7,10 +7,13 @@ pub mod budget;
 mod bus;
 mod cache;
 pub mod chat;
+pub mod fundraising;
 pub mod inbox;
 pub mod message;
 pub mod moderation;
+pub mod policy;
 pub mod retention;
+pub mod sharing;
 pub mod tea;
 
 pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};

@@ -59,6 +59,11 @@ impl Actor {
         roles.iter().any(|r| self.has(*r))
     }
 
+    /// Any user who may act in the lab (donate, borrow): every role but a read-only auditor.
+    pub fn participates(&self) -> bool {
+        self.has_any(&[Role::Admin, Role::Executor, Role::Teacher, Role::Student])
+    }
+
     /// Admins and executors run the lab's stock.
     pub fn manages_stock(&self) -> bool {
         self.has_any(&[Role::Admin, Role::Executor])

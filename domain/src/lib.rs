@@ -7,7 +7,9 @@ pub mod budget;
 pub mod chat;
 pub mod codec;
 pub mod error;
+pub mod fundraising;
 pub mod inbox;
+pub mod sharing;
 pub mod tea;
 
 pub use actor::{Actor, Role};

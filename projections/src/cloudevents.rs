@@ -71,6 +71,17 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("budget_ledger", "DebtForgiven") => "budget.debt.forgiven",
         ("budget_ledger", "ThresholdSet") => "budget.settings.updated",
         ("budget_ledger", "LowBalanceDetected") => "budget.low_balance",
+        ("campaign", "CampaignCreated") => "fundraising.campaign.created",
+        ("campaign", "CampaignStarted") => "fundraising.campaign.started",
+        ("campaign", "DonationReceived") => "fundraising.donation.received",
+        ("campaign", "CampaignCompleted") => "fundraising.campaign.completed",
+        ("campaign", "CampaignClosed") => "fundraising.campaign.closed",
+        ("campaign", "CampaignCancelled") => "fundraising.campaign.cancelled",
+        ("campaign", "PurchaseRecorded") => "fundraising.purchase.recorded",
+        ("asset", "AssetRegistered") => "sharing.asset.registered",
+        ("asset", "ItemTaken") => "sharing.item.taken",
+        ("asset", "ItemReturned") => "sharing.item.returned",
+        ("asset", "DamageReported") => "sharing.damage.reported",
         _ => "",
     };
     if known.is_empty() {
@@ -89,6 +100,8 @@ pub fn source_of(aggregate_type: &str) -> &'static str {
             "chat-svc"
         }
         "budget_ledger" => "budget-svc",
+        "campaign" => "fundraising-svc",
+        "asset" => "sharing-svc",
         _ => "fafcab",
     }
 }
@@ -307,6 +320,8 @@ fn map(e: &StoredEvent) -> Option<Value> {
             }
         }
         "budget_ledger" => crate::budget::cloud_data(e)?,
+        "campaign" => crate::fundraising::cloud_data(e)?,
+        "asset" => crate::sharing::cloud_data(e)?,
         _ => return None,
     })
 }

@@ -4,10 +4,12 @@
 pub mod budget;
 pub mod chat;
 pub mod cloudevents;
+pub mod fundraising;
 pub mod metrics;
 pub mod page;
 pub mod relay;
 pub mod runtime;
+pub mod sharing;
 pub mod sinks;
 pub mod tea;
 

@@ -50,7 +50,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Money on the wire: a JSON number with the currency's two decimals.
-fn money<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn money<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
     let mut d = *d;
     d.rescale(2);
     rust_decimal::serde::arbitrary_precision::serialize(&d, s)
@@ -60,7 +60,7 @@ fn from_cents(c: i64) -> Decimal {
     Decimal::new(c, 2)
 }
 
-fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::SubsecRound;
     t.trunc_subsecs(6)
 }

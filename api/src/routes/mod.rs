@@ -3,9 +3,11 @@
 pub mod admin;
 pub mod budget;
 pub mod chat;
+pub mod fundraising;
 pub mod moderation;
 pub mod notifications;
 pub mod retention;
+pub mod sharing;
 pub mod tea;
 
 use axum::body::Body;

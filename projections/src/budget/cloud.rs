@@ -5,7 +5,7 @@ use eventstore::StoredEvent;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-fn money(d: &Decimal) -> Value {
+pub(crate) fn money(d: &Decimal) -> Value {
     let mut d = *d;
     d.rescale(2);
     serde_json::from_str(&d.to_string()).unwrap_or(Value::Null)

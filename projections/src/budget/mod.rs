@@ -6,4 +6,5 @@ mod projection;
 pub mod queries;
 
 pub use cloud::cloud_data;
+pub(crate) use cloud::money;
 pub use projection::{cents, BudgetProjection};

@@ -123,7 +123,7 @@ pub struct ItemFilter {
 }
 
 /// `%q%`, lower-cased, with LIKE's wildcards escaped.
-fn like_pattern(q: &str) -> String {
+pub(crate) fn like_pattern(q: &str) -> String {
     let escaped = q
         .to_lowercase()
         .replace('\\', "\\\\")
