@@ -250,3 +250,49 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// A read-only auditor's token.
+pub fn auditor() -> String {
+    token("u_audit", &[Role::Auditor])
+}
+
+/// An executor's token.
+pub fn executor() -> String {
+    token("u_exec", &[Role::Executor])
+}
+
+/// A JSON number as written on the wire (`40.00` stays `"40.00"`).
+pub fn num(v: &Value) -> String {
+    v.to_string()
+}
+
+impl TestApp {
+    /// Every CloudEvent of the audit feed (they are few in a test), read as an auditor.
+    pub async fn audit_feed(&self) -> Vec<Value> {
+        let r = self.get("/admin/events?limit=200", &auditor()).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body["events"].as_array().expect("events").clone()
+    }
+
+    /// Every stored event of the log, in log order.
+    pub async fn whole_log(&self) -> Vec<eventstore::StoredEvent> {
+        let mut out = vec![];
+        let mut cp = eventstore::Checkpoint::START;
+        loop {
+            let batch = self.state.store.read_log(cp, 500).await.expect("log");
+            let Some(last) = batch.events.last() else {
+                return out;
+            };
+            cp = last.checkpoint();
+            out.extend(batch.events);
+        }
+    }
+
+    /// A command bus of its own on this app's database: a second process, with an empty cache.
+    pub async fn second_bus(&self) -> commands::CommandBus {
+        let store = eventstore::EventStore::connect(&self.database_url, 2)
+            .await
+            .expect("second store");
+        commands::CommandBus::new(store)
+    }
+}

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use domain::Role;
-use eventstore::Checkpoint;
 use fafcab_tests::*;
 use serde_json::{json, Value};
 
@@ -17,18 +16,6 @@ on_both_backends!(
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn auditor() -> String {
-    token("u_audit", &[Role::Auditor])
-}
-
-fn executor() -> String {
-    token("u_exec", &[Role::Executor])
-}
-
-fn num(v: &Value) -> String {
-    v.to_string()
-}
 
 fn in_days(days: i64) -> String {
     (chrono::Utc::now() + chrono::Duration::days(days)).to_rfc3339()
@@ -53,15 +40,15 @@ async fn start(app: &TestApp, id: &str) -> Value {
     r.body
 }
 
-async fn donate(app: &TestApp, id: &str, tok: &str, body: Value) -> Res {
-    app.post(&format!("/campaigns/{id}/donations"), tok, body)
+/// `POST /campaigns/{id}/{action}` with an empty object.
+async fn act(app: &TestApp, id: &str, action: &str, tok: &str) -> Res {
+    app.post(&format!("/campaigns/{id}/{action}"), tok, json!({}))
         .await
 }
 
-async fn feed(app: &TestApp) -> Vec<Value> {
-    let r = app.get("/admin/events?limit=200", &auditor()).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["events"].as_array().expect("events").clone()
+async fn donate(app: &TestApp, id: &str, tok: &str, body: Value) -> Res {
+    app.post(&format!("/campaigns/{id}/donations"), tok, body)
+        .await
 }
 
 fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
@@ -174,12 +161,7 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
         409,
         "CONFLICT",
     );
-    assert_error(
-        &app.post(&format!("/campaigns/{id}/close"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
+    assert_error(&act(&app, &id, "close", &admin()).await, 409, "CONFLICT");
 
     // Start: admins only; it checks the budget of the campaign's currency.
     let income =
@@ -191,23 +173,13 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
         201
     );
     for who in [student("u_1"), executor(), auditor()] {
-        assert_error(
-            &app.post(&format!("/campaigns/{id}/start"), &who, json!({}))
-                .await,
-            403,
-            "FORBIDDEN",
-        );
+        assert_error(&act(&app, &id, "start", &who).await, 403, "FORBIDDEN");
     }
     let started = start(&app, &id).await;
     assert_eq!(started["status"], "active");
     assert_eq!(num(&started["budget_check"]["available"]), "30.00");
     assert_eq!(num(&started["budget_check"]["shortfall"]), "70.00");
-    assert_error(
-        &app.post(&format!("/campaigns/{id}/start"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
+    assert_error(&act(&app, &id, "start", &admin()).await, 409, "CONFLICT");
     let got = app.get(&format!("/campaigns/{id}"), &student("u_1")).await;
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(num(&got.body["budget_check"]["shortfall"]), "70.00");
@@ -262,12 +234,7 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
 
     // Cancel: admins only; drafts and active campaigns.
     for who in [student("u_1"), executor(), auditor()] {
-        assert_error(
-            &app.post(&format!("/campaigns/{draft}/cancel"), &who, json!({}))
-                .await,
-            403,
-            "FORBIDDEN",
-        );
+        assert_error(&act(&app, &draft, "cancel", &who).await, 403, "FORBIDDEN");
     }
     let r = app
         .post(
@@ -279,17 +246,11 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "cancelled");
     assert_error(
-        &app.post(&format!("/campaigns/{draft}/cancel"), &admin(), json!({}))
-            .await,
+        &act(&app, &draft, "cancel", &admin()).await,
         409,
         "CONFLICT",
     );
-    assert_error(
-        &app.post(&format!("/campaigns/{draft}/start"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
+    assert_error(&act(&app, &draft, "start", &admin()).await, 409, "CONFLICT");
     assert_error(
         &app.post(
             &format!("/campaigns/{draft}/cancel"),
@@ -324,7 +285,7 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let ours: Vec<&Value> = events
         .iter()
         .filter(|e| e["source"] == "fundraising-svc")
@@ -528,8 +489,7 @@ async fn donations_anonymity_completion_and_budget(b: Backend) {
 
     // Close: admins only; then a purchase may still be recorded.
     assert_error(
-        &app.post(&format!("/campaigns/{id}/close"), &executor(), json!({}))
-            .await,
+        &act(&app, &id, "close", &executor()).await,
         403,
         "FORBIDDEN",
     );
@@ -538,18 +498,8 @@ async fn donations_anonymity_completion_and_budget(b: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "closed");
-    assert_error(
-        &app.post(&format!("/campaigns/{id}/close"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
-    assert_error(
-        &app.post(&format!("/campaigns/{id}/cancel"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
+    assert_error(&act(&app, &id, "close", &admin()).await, 409, "CONFLICT");
+    assert_error(&act(&app, &id, "cancel", &admin()).await, 409, "CONFLICT");
     let c = app.get(&format!("/campaigns/{id}"), &auditor()).await;
     assert_eq!(num(&c.body["spent"]), "95.50");
     assert_eq!(c.body["purchases"][0]["id"], purchase_id.as_str());
@@ -588,7 +538,7 @@ async fn donations_anonymity_completion_and_budget(b: Backend) {
     assert_eq!(spent["description"], "kettle");
 
     // The audit feed.
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let received = of_type(&events, "fundraising.donation.received");
     assert_eq!(received.len(), 3);
     let anon_event = received
@@ -645,19 +595,9 @@ async fn donations_after_ends_at_are_refused(b: Backend) {
         .as_str()
         .unwrap()
         .contains("ended"));
-    assert_error(
-        &app.post(&format!("/campaigns/{id}/start"), &admin(), json!({}))
-            .await,
-        409,
-        "CONFLICT",
-    );
+    assert_error(&act(&app, &id, "start", &admin()).await, 409, "CONFLICT");
     // It can still be closed.
-    assert_eq!(
-        app.post(&format!("/campaigns/{id}/close"), &admin(), json!({}))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(act(&app, &id, "close", &admin()).await.status, 200);
 }
 
 async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
@@ -691,25 +631,14 @@ async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
 
     // The policy from a reset checkpoint: every event of the log again, through a fresh bus (a
     // restarted process, no cache): nothing is booked twice.
-    let store = eventstore::EventStore::connect(&app.database_url, 2)
-        .await
-        .unwrap();
-    let bus = commands::CommandBus::new(store);
-    let mut cp = Checkpoint::START;
-    let mut replayed = 0;
-    loop {
-        let batch = app.state.store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        for e in &batch.events {
-            assert!(!commands::fundraising::book_campaign_event(&bus, e)
-                .await
-                .unwrap());
-            replayed += 1;
-        }
+    let bus = app.second_bus().await;
+    let log = app.whole_log().await;
+    for e in &log {
+        assert!(!commands::fundraising::book_campaign_event(&bus, e)
+            .await
+            .unwrap());
     }
+    let replayed = log.len();
     assert!(replayed > 5);
     // A donation made now is still booked by the running policy, and only it.
     let r = donate(

@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use domain::Role;
-use eventstore::Checkpoint;
 use fafcab_tests::*;
 use serde_json::{json, Value};
 
@@ -17,18 +15,6 @@ on_both_backends!(
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn auditor() -> String {
-    token("u_audit", &[Role::Auditor])
-}
-
-fn executor() -> String {
-    token("u_exec", &[Role::Executor])
-}
-
-fn num(v: &Value) -> String {
-    v.to_string()
-}
 
 fn due_in(d: chrono::Duration) -> Value {
     json!({"due_at": (chrono::Utc::now() + d).to_rfc3339()})
@@ -51,12 +37,6 @@ async fn take(app: &TestApp, id: &str, tok: &str, body: Value) -> Res {
 
 async fn give_back(app: &TestApp, id: &str, tok: &str, body: Value) -> Res {
     app.post(&format!("/assets/{id}/return"), tok, body).await
-}
-
-async fn feed(app: &TestApp) -> Vec<Value> {
-    let r = app.get("/admin/events?limit=200", &auditor()).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["events"].as_array().expect("events").clone()
 }
 
 fn ids(body: &Value, key: &str) -> Vec<String> {
@@ -169,7 +149,7 @@ async fn assets_are_registered_listed_and_found(b: Backend) {
         "NOT_FOUND",
     );
 
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let registered: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "sharing.asset.registered")
@@ -322,7 +302,7 @@ async fn taking_returning_and_history(b: Backend) {
     let open = app.get("/loans?active=true", &student("u_9")).await;
     assert!(open.body["loans"].as_array().unwrap().is_empty());
 
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let taken: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "sharing.item.taken")
@@ -489,23 +469,12 @@ async fn damage_becomes_a_debt_once(b: Backend) {
     assert_eq!(num(&one.body["damage_reports"][0]["cost"]), "45.50");
 
     // The policy from a reset checkpoint, through a fresh bus: nothing is booked twice.
-    let store = eventstore::EventStore::connect(&app.database_url, 2)
-        .await
-        .unwrap();
-    let bus = commands::CommandBus::new(store);
-    let mut cp = Checkpoint::START;
-    let mut replayed = 0;
-    loop {
-        let batch = app.state.store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        for e in &batch.events {
-            assert!(!commands::sharing::book_damage(&bus, e).await.unwrap());
-            replayed += 1;
-        }
+    let bus = app.second_bus().await;
+    let log = app.whole_log().await;
+    for e in &log {
+        assert!(!commands::sharing::book_damage(&bus, e).await.unwrap());
     }
+    let replayed = log.len();
     assert!(replayed >= 4);
     assert_eq!(debts_of(&app, "u_1").await.len(), 1);
     let bal = app.get("/budget/balance", &auditor()).await;
@@ -518,7 +487,7 @@ async fn damage_becomes_a_debt_once(b: Backend) {
         .unwrap();
     assert_eq!(num(&mdl["debts_outstanding"]), "57.50");
 
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let reported: Vec<&Value> = events
         .iter()
         .filter(|e| e["type"] == "sharing.damage.reported")
