@@ -12,7 +12,8 @@ on_both_backends!(
     campaign_life_cycle_and_errors,
     donations_anonymity_completion_and_budget,
     donations_after_ends_at_are_refused,
-    replayed_campaign_events_book_nothing_twice
+    replayed_campaign_events_book_nothing_twice,
+    concurrent_donations_complete_once
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -177,6 +178,7 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
     }
     let started = start(&app, &id).await;
     assert_eq!(started["status"], "active");
+    assert!(started["started_at"].is_string());
     assert_eq!(num(&started["budget_check"]["available"]), "30.00");
     assert_eq!(num(&started["budget_check"]["shortfall"]), "70.00");
     assert_error(&act(&app, &id, "start", &admin()).await, 409, "CONFLICT");
@@ -245,6 +247,8 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["status"], "cancelled");
+    assert_eq!(r.body["cancel_reason"], "duplicate");
+    assert!(r.body["cancelled_at"].is_string());
     assert_error(
         &act(&app, &draft, "cancel", &admin()).await,
         409,
@@ -656,4 +660,45 @@ async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
     let after = budget_balance(&app, "MDL").await.unwrap();
     assert_eq!(num(&after["donations"]), "31.25");
     assert_eq!(num(&after["expenses"]), "7.00");
+}
+
+/// Twenty donors at once on a goal of ten donations: exactly ten are taken, the campaign completes
+/// once, and the books hold exactly what was taken.
+async fn concurrent_donations_complete_once(b: Backend) {
+    let app = spawn_app(b).await;
+    let id = create(&app, 100.0).await;
+    start(&app, &id).await;
+    let app = std::sync::Arc::new(app);
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let (app, id) = (app.clone(), id.clone());
+            tokio::spawn(async move {
+                donate(
+                    &app,
+                    &id,
+                    &student(&format!("u_{n}")),
+                    json!({"amount": 10, "currency": "MDL"}),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    let mut statuses = vec![];
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [vec![201; 10], vec![409; 10]].concat());
+    let c = app.get(&format!("/campaigns/{id}"), &admin()).await;
+    assert_eq!(c.body["status"], "completed");
+    assert_eq!(num(&c.body["raised"]), "100.00");
+    assert_eq!(c.body["donors_count"], 10);
+    let events = app.audit_feed().await;
+    assert_eq!(of_type(&events, "fundraising.campaign.completed").len(), 1);
+    eventually(DEADLINE, || async {
+        let b = budget_balance(&app, "MDL").await?;
+        (num(&b["donations"]) == "100.00").then_some(())
+    })
+    .await;
 }

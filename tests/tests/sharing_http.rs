@@ -11,7 +11,8 @@ on_both_backends!(
     assets_are_registered_listed_and_found,
     taking_returning_and_history,
     overdue_loans_are_listed,
-    damage_becomes_a_debt_once
+    damage_becomes_a_debt_once,
+    concurrent_takes_have_one_winner
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -407,6 +408,7 @@ async fn damage_becomes_a_debt_once(b: Backend) {
         json!({"user_id": "", "description": "x", "cost": 1}),
         json!({"user_id": "u_1", "description": "", "cost": 1}),
         json!({"user_id": "u_1", "cost": 1}),
+        json!({"user_id": "lab", "description": "x", "cost": 1}),
     ] {
         assert_error(
             &app.post(&path, &executor(), bad).await,
@@ -503,4 +505,38 @@ async fn damage_becomes_a_debt_once(b: Backend) {
             .count(),
         2
     );
+}
+
+/// Ten users take one asset at once: one holds it, nine are told it is taken.
+async fn concurrent_takes_have_one_winner(b: Backend) {
+    let app = std::sync::Arc::new(spawn_app(b).await);
+    let iron = register(&app, &admin(), asset_body("Soldering iron", "lab")).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let (app, iron) = (app.clone(), iron.clone());
+            tokio::spawn(async move {
+                let r = take(
+                    &app,
+                    &iron,
+                    &student(&format!("u_{n}")),
+                    due_in(chrono::Duration::days(1)),
+                )
+                .await;
+                (r.status, r.body["user_id"].clone())
+            })
+        })
+        .collect();
+    let mut winners = vec![];
+    let mut conflicts = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (201, user) => winners.push(user),
+            (409, _) => conflicts += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((winners.len(), conflicts), (1, 9));
+    let one = app.get(&format!("/assets/{iron}"), &admin()).await;
+    assert_eq!(one.body["holder_id"], winners[0]);
+    assert_eq!(one.body["loans"].as_array().unwrap().len(), 1);
 }

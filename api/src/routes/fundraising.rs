@@ -81,6 +81,11 @@ pub struct CampaignDto {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
 }
 
 fn progress(raised: Decimal, goal: Decimal) -> Decimal {
@@ -117,6 +122,11 @@ fn campaign_from_row(r: q::CampaignRow) -> CampaignDto {
         created_by: r.created_by,
         created_at: r.created_at,
         updated_at: r.updated_at,
+        started_at: r.started_at,
+        completed_at: r.completed_at,
+        closed_at: r.closed_at,
+        cancelled_at: r.cancelled_at,
+        cancel_reason: r.cancel_reason,
     }
 }
 
@@ -145,6 +155,11 @@ fn render_campaign(c: &Campaign, _: &[CampaignEvent]) -> Value {
         created_by: s.created_by.clone(),
         created_at: c.created_at.unwrap_or_default(),
         updated_at: c.updated_at.unwrap_or_default(),
+        started_at: c.started_at,
+        completed_at: c.completed_at,
+        closed_at: c.closed_at,
+        cancelled_at: c.cancelled_at,
+        cancel_reason: c.cancel_reason.clone(),
     })
 }
 

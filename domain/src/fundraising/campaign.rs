@@ -237,6 +237,11 @@ pub struct Campaign {
     pub shortfall: Option<Decimal>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub cancel_reason: Option<String>,
 }
 
 impl Campaign {
@@ -460,6 +465,7 @@ impl Aggregate for Campaign {
                 self.status = CampaignStatus::Active;
                 self.available = Some(available);
                 self.shortfall = Some(shortfall);
+                self.started_at = Some(started_at);
                 self.updated_at = Some(started_at);
             }
             CampaignEvent::DonationReceived {
@@ -474,14 +480,22 @@ impl Aggregate for Campaign {
             }
             CampaignEvent::CampaignCompleted { completed_at, .. } => {
                 self.status = CampaignStatus::Completed;
+                self.completed_at = Some(completed_at);
                 self.updated_at = Some(completed_at);
             }
             CampaignEvent::CampaignClosed { closed_at, .. } => {
                 self.status = CampaignStatus::Closed;
+                self.closed_at = Some(closed_at);
                 self.updated_at = Some(closed_at);
             }
-            CampaignEvent::CampaignCancelled { cancelled_at, .. } => {
+            CampaignEvent::CampaignCancelled {
+                reason,
+                cancelled_at,
+                ..
+            } => {
                 self.status = CampaignStatus::Cancelled;
+                self.cancel_reason = reason;
+                self.cancelled_at = Some(cancelled_at);
                 self.updated_at = Some(cancelled_at);
             }
             CampaignEvent::PurchaseRecorded {

@@ -320,6 +320,9 @@ impl Aggregate for Asset {
                     return Ok(());
                 }
                 validate::text("user_id", &user_id, validate::MAX_SHORT).map_err(invalid)?;
+                if user_id == LAB {
+                    return Err(invalid("user_id must name a user, not the lab".into()));
+                }
                 validate::text("description", &description, MAX_DAMAGE_DESCRIPTION)
                     .map_err(invalid)?;
                 check_amount("cost", cost).map_err(|e| invalid(e.to_string()))?;

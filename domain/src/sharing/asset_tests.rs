@@ -196,6 +196,19 @@ fn damage_reports_are_bounded_by_the_replacement_cost() {
         damage(&mut a, 1, "u_admin", true, "0"),
         Err(AssetError::Invalid(_))
     ));
+    let to_lab = run(
+        &mut a,
+        AssetCommand::ReportDamage {
+            report_id: Uuid::from_u128(9),
+            user_id: LAB.into(),
+            description: "x".into(),
+            cost: d("1"),
+            by: "u_admin".into(),
+            is_staff: true,
+            at: at(),
+        },
+    );
+    assert!(matches!(to_lab, Err(AssetError::Invalid(_))));
     let ev = damage(&mut a, 1, "u_owner", false, "45.5").unwrap();
     assert!(matches!(&ev[0], AssetEvent::DamageReported { report, .. }
         if report.currency == "MDL" && report.cost == d("45.5") && report.user_id == "u_1"));
