@@ -1,7 +1,8 @@
 //! The loop every policy (process manager) runs: under its leadership lock, read the log from its
 //! own checkpoint, hand each event to the policy, and save the checkpoint after events that booked
-//! something (or every 1,000 positions). Policies derive their command ids from the source event,
-//! so an event handled again after a crash (or a reset checkpoint) books nothing twice.
+//! something, every 1,000 positions, and whenever it has caught up. Policies derive their command
+//! ids from the source event, so an event handled again after a crash (or a reset checkpoint)
+//! books nothing twice.
 
 use std::time::Duration;
 
@@ -13,6 +14,9 @@ use crate::{CommandBus, CommandError};
 
 /// Events read per batch.
 pub const POLICY_BATCH: i64 = 200;
+/// Positions a policy reads without booking before it saves its checkpoint anyway (it also saves
+/// whenever it has caught up with the log).
+pub const SAVE_EVERY: i64 = 1_000;
 
 /// Handles one stored event; returns whether it appended anything. Must be safe to call any
 /// number of times for the same event.
@@ -60,6 +64,14 @@ async fn run_policy(
             if batch.pending {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             } else {
+                // Caught up: keep what was read without booking, so a restart does not read it
+                // again (harmless, but a waste).
+                if saved != cp {
+                    let mut tx = db.begin().await?;
+                    save_checkpoint(&mut tx, name, saved, cp).await?;
+                    tx.commit().await?;
+                    saved = cp;
+                }
                 let futs: Vec<_> = wakes.iter_mut().map(|w| Box::pin(w.changed())).collect();
                 let _ =
                     tokio::time::timeout(Duration::from_secs(2), futures::future::select_all(futs))
@@ -74,7 +86,7 @@ async fn run_policy(
                 .map_err(|err| anyhow::anyhow!("{err}"))?;
         }
         let to = batch.events.last().expect("non-empty").checkpoint();
-        if handled || to.position - cp.position > 1_000 {
+        if handled || to.position - saved.position > SAVE_EVERY {
             let mut tx = db.begin().await?;
             save_checkpoint(&mut tx, name, saved, to).await?;
             tx.commit().await?;

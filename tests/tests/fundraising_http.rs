@@ -644,7 +644,20 @@ async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
     }
     let replayed = log.len();
     assert!(replayed > 5);
-    // A donation made now is still booked by the running policy, and only it.
+
+    // Then the running policy itself from a reset checkpoint: its next save finds the checkpoint
+    // moved, so it starts again from the beginning of the log.
+    let policy = commands::fundraising::FUNDRAISING_POLICY;
+    let mut tx = app.state.db.begin().await.unwrap();
+    let n = eventstore::tx_exec!(
+        &mut tx,
+        "UPDATE projection_checkpoints SET tx_id = 0, position = 0 WHERE name = $1",
+        policy
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(n, 1, "the policy keeps a checkpoint");
+    // A donation made now is booked, and only it.
     let r = donate(
         &app,
         &id,
@@ -653,6 +666,21 @@ async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text);
+    let target = app
+        .whole_log()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "DonationReceived")
+        .map(|e| e.position)
+        .max()
+        .unwrap();
+    eventually(DEADLINE, || async {
+        let cp = eventstore::checkpoints::load_checkpoint_db(&app.state.db, policy)
+            .await
+            .unwrap();
+        (cp.position >= target).then_some(())
+    })
+    .await;
     eventually(DEADLINE, || async {
         (campaign_transactions(&app).await.len() == 4).then_some(())
     })
