@@ -274,6 +274,19 @@ impl TestApp {
         r.body["events"].as_array().expect("events").clone()
     }
 
+    /// Waits (bounded) for a notification of `event_type` in the inbox of `token`'s user.
+    pub async fn notification_of(&self, token: &str, event_type: &str) -> Value {
+        eventually(Duration::from_secs(20), || async {
+            let r = self.get("/notifications", token).await;
+            r.body["notifications"]
+                .as_array()?
+                .iter()
+                .find(|n| n["type"] == event_type)
+                .cloned()
+        })
+        .await
+    }
+
     /// Every stored event of the log, in log order.
     pub async fn whole_log(&self) -> Vec<eventstore::StoredEvent> {
         let mut out = vec![];

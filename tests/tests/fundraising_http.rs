@@ -182,6 +182,11 @@ async fn campaign_life_cycle_and_errors(b: Backend) {
     assert_eq!(num(&started["budget_check"]["available"]), "30.00");
     assert_eq!(num(&started["budget_check"]["shortfall"]), "70.00");
     assert_error(&act(&app, &id, "start", &admin()).await, 409, "CONFLICT");
+    // Everyone hears of it.
+    let note = app
+        .notification_of(&student("u_1"), "fundraising.campaign.started")
+        .await;
+    assert_eq!(note["title"], "New campaign: New kettle");
     let got = app.get(&format!("/campaigns/{id}"), &student("u_1")).await;
     assert_eq!(got.status, 200, "{}", got.text);
     assert_eq!(num(&got.body["budget_check"]["shortfall"]), "70.00");

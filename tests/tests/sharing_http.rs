@@ -466,6 +466,21 @@ async fn damage_becomes_a_debt_once(b: Backend) {
         (debts_of(&app, "u_2").await.len() == 1).then_some(())
     })
     .await;
+    // The user who owes it is told.
+    let note = app
+        .notification_of(&student("u_1"), "sharing.damage.reported")
+        .await;
+    assert_eq!(note["title"], "Damage reported");
+    assert!(
+        note["body"].as_str().unwrap().contains("45.50 MDL"),
+        "{note}"
+    );
+    assert!(
+        app.get("/notifications", &student("u_9")).await.body["notifications"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     let one = app.get(&format!("/assets/{iron}"), &student("u_9")).await;
     assert_eq!(one.body["damage_reports"][0]["id"], report_id.as_str());
     assert_eq!(num(&one.body["damage_reports"][0]["cost"]), "45.50");

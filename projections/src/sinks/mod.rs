@@ -59,6 +59,14 @@ async fn item_name(db: &eventstore::Db, data: &serde_json::Value) -> String {
     }
 }
 
+async fn campaign_title(db: &eventstore::Db, data: &serde_json::Value) -> String {
+    let id = data["campaign_id"].as_str().unwrap_or_default().to_string();
+    match crate::fundraising::queries::get_campaign(db, &id).await {
+        Ok(Some(row)) => row.title,
+        _ => id,
+    }
+}
+
 /// A title and a one-line text for an event, for people (inbox, Discord).
 pub async fn describe(
     db: &eventstore::Db,
@@ -94,6 +102,23 @@ pub async fn describe(
                 "{} ({})",
                 data["user_id"].as_str().unwrap_or("?"),
                 data["scope"].as_str().unwrap_or("?")
+            ),
+        ),
+        "fundraising.campaign.started" => (
+            format!("New campaign: {}", campaign_title(db, data).await),
+            "Donations are open.".to_string(),
+        ),
+        "fundraising.campaign.completed" => (
+            format!("Goal reached: {}", campaign_title(db, data).await),
+            format!("{} raised (goal {})", data["raised"], data["goal_amount"]),
+        ),
+        "sharing.damage.reported" => (
+            "Damage reported".to_string(),
+            format!(
+                "{}: {} {} is owed to the lab",
+                data["description"].as_str().unwrap_or_default(),
+                data["cost"],
+                data["currency"].as_str().unwrap_or_default()
             ),
         ),
         other => (other.to_string(), String::new()),

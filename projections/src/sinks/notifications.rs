@@ -13,6 +13,9 @@
 //! | `budget.low_balance`                | role `admin`        |
 //! | `chat.moderation.sanction.applied`  | the sanctioned user, role `admin` |
 //! | `chat.message.flagged`              | role `admin`        |
+//! | `fundraising.campaign.started`      | everyone            |
+//! | `fundraising.campaign.completed`    | everyone            |
+//! | `sharing.damage.reported`           | the user who owes the cost |
 //! | anything else                       | nobody              |
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -59,6 +62,12 @@ pub fn route(event_type: &str, data: &Value) -> Vec<Audience> {
             }
             out
         }
+        "fundraising.campaign.started" | "fundraising.campaign.completed" => vec![Audience::All],
+        // The user who owes the damage's cost.
+        "sharing.damage.reported" => data["user_id"]
+            .as_str()
+            .map(|u| vec![Audience::User(u.to_string())])
+            .unwrap_or_default(),
         _ => vec![],
     }
 }
@@ -103,7 +112,10 @@ impl Sink for NotificationSink {
 
     fn wants(&self, event_type: &str) -> bool {
         !route(event_type, &Value::Null).is_empty()
-            || event_type == "chat.moderation.sanction.applied"
+            || matches!(
+                event_type,
+                "chat.moderation.sanction.applied" | "sharing.damage.reported"
+            )
     }
 
     async fn handle(&self, msg: &Incoming) -> Outcome {
