@@ -96,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::budget::router())
         .merge(crate::routes::fundraising::router())
         .merge(crate::routes::sharing::router())
+        .merge(crate::routes::audit::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

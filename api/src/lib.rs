@@ -2,6 +2,7 @@
 //! metrics and the audit feed, on axum.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;

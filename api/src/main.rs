@@ -81,8 +81,36 @@ enum RetentionCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every stream's hash chain; exit 1 at the first broken link.
-    Verify,
+    /// Recompute every payload hash and chain link; exit 1 at the first broken link. With
+    /// --digest and --position, also prove the log up to that position matches the digest.
+    Verify {
+        /// A digest from `GET /audit/digest` or `fafcab audit digest` (64 hex digits).
+        #[arg(long, requires = "position")]
+        digest: Option<String>,
+        /// The position that digest was taken at.
+        #[arg(long, requires = "digest")]
+        position: Option<i64>,
+    },
+    /// Print the digest of the whole log up to its stable position (as GET /audit/digest).
+    Digest,
+    /// Fold a ledger from the log alone and compare it with its read model; exit 1 on a difference.
+    Replay {
+        #[arg(long, value_enum)]
+        ledger: api::audit::Ledger,
+        /// Count only what occurred up to this RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Write a ledger's journal (every event with its hashes) as CSV or JSON Lines.
+    Export {
+        #[arg(long, value_enum)]
+        ledger: api::audit::Ledger,
+        #[arg(long, value_enum, default_value = "json")]
+        format: api::audit::ExportFormat,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 fn init_tracing() {
@@ -99,11 +127,13 @@ fn init_tracing() {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // `audit` answers 1 for "the log or read model disagrees", so its errors are 2 (like diff).
+    let audit = matches!(cli.command, Some(Command::Audit { .. }));
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(if audit { 2 } else { 1 })
         }
     }
 }
@@ -176,27 +206,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Audit {
-            command: AuditCommand::Verify,
-        } => {
+        Command::Audit { command } => {
             let store = open_store(&settings).await?;
-            let report = store.verify_chains().await?;
-            match report.first_break {
-                None => {
-                    println!(
-                        "ok: {} streams, {} events, every hash chain intact",
-                        report.streams, report.events
-                    );
-                    Ok(ExitCode::SUCCESS)
+            let ok = match command {
+                AuditCommand::Verify { digest, position } => {
+                    api::audit::cli_verify(&store, digest.as_deref().zip(position)).await?
                 }
-                Some(b) => {
+                AuditCommand::Digest => {
+                    let d = store.log_digest().await?;
                     println!(
-                        "BROKEN: stream {}/{} at sequence {} ({} streams, {} events checked)",
-                        b.aggregate_type, b.aggregate_id, b.sequence, report.streams, report.events
+                        "position {} hash {} events {}",
+                        d.position,
+                        d.hex(),
+                        d.events
                     );
-                    Ok(ExitCode::FAILURE)
+                    true
                 }
-            }
+                AuditCommand::Replay { ledger, as_of } => {
+                    api::audit::cli_replay(&store, ledger, as_of).await?
+                }
+                AuditCommand::Export {
+                    ledger,
+                    format,
+                    output,
+                } => api::audit::cli_export(&store, ledger, format, output.as_deref()).await?,
+            };
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Schema => {
             print!("{}", api::graphql::schema().sdl());

@@ -1,49 +1,14 @@
 //! `fafcab retention run [--now T]`: one pass of the retention job from the command line, on
 //! SQLite and PostgreSQL, followed by `audit verify`.
 
-use std::process::Command;
-
 use commands::{CommandBus, Context};
 use domain::chat::{ChatType, MessageType, NewChat, Submission};
 use domain::{Actor, Role};
 use eventstore::EventStore;
-use sqlx::Connection;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fafcab");
-
-async fn fresh(pg: bool) -> String {
-    let name = format!("fafcab_t_{}", Uuid::new_v4().simple());
-    if pg {
-        let admin = std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let mut c = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PostgreSQL reachable");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
-    } else {
-        let dir = std::env::temp_dir().join("fafcab-tests");
-        std::fs::create_dir_all(&dir).unwrap();
-        format!("sqlite://{}", dir.join(format!("{name}.db")).display())
-    }
-}
-
-fn run(url: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("binary runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
+mod common;
+use common::{fresh, run};
 
 async fn retention_run(pg: bool) {
     let url = fresh(pg).await;

@@ -1,6 +1,7 @@
 //! The event store: an append-only, hash-chained log of domain events with a gap-safe global order,
 //! on PostgreSQL (multi-process) or an embedded SQLite file, with identical behaviour.
 
+mod audit;
 mod chain;
 pub mod checkpoints;
 mod db;
@@ -11,9 +12,10 @@ mod sqlite;
 mod types;
 mod upcast;
 
+pub use audit::{digest_step, AuditFilter, AuditRow, LogDigest, LogVerifyReport};
 pub use chain::{
-    canonical_json, event_hash, merkle_root, payload_hash, payload_hash_v1, ChainBreak, Redaction,
-    HASH_VERSION,
+    canonical_header, canonical_json, event_hash, format_time, merkle_root, payload_hash,
+    payload_hash_v1, ChainBreak, Redaction, HASH_VERSION,
 };
 pub use db::{placeholders, Arg, Db, Tx};
 pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
@@ -210,11 +212,20 @@ impl EventStore {
     }
 
     /// Recomputes every stream's hash chain; returns the first broken link, if any.
+    /// (Up to the log's stable position; see [`Self::verify_log`].)
     pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
-        match &self.backend {
-            Backend::Pg(s, ..) => s.verify_chains().await,
-            Backend::Sqlite(s) => s.verify_chains().await,
-        }
+        let up_to = self.stable_position().await?;
+        let r = self.verify_log(up_to).await?;
+        Ok(VerifyReport {
+            streams: r.streams,
+            events: r.events,
+            first_break: r.first_break,
+        })
+    }
+
+    /// The upcasters applied to events read from this store.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
     }
 
     /// A receiver that changes whenever new events may be readable.

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
 use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
@@ -12,10 +11,10 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{Connection, PgPool, Row};
 use tokio::sync::watch;
 
-use crate::chain::{insert_sql, prepare, stored as stored_event, ChainRow, ChainVerifier};
+use crate::chain::{insert_sql, prepare, stored as stored_event};
 use crate::{
     AppendError, AppendRequest, Checkpoint, EventMetadata, IdempotencyRecord, Leadership,
-    LoadedEvent, LogBatch, StoredEvent, VerifyReport,
+    LoadedEvent, LogBatch, StoredEvent,
 };
 
 #[derive(Clone)]
@@ -320,39 +319,6 @@ impl PgStore {
             status: r.get::<i32, _>("status") as u16,
             body: r.get("body"),
         }))
-    }
-
-    pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
-        use futures::TryStreamExt;
-        let mut verifier = ChainVerifier::new();
-        let mut rows = sqlx::query(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, \
-             recorded_at, metadata, payload, payload_hash, hash, hash_version, redaction FROM events \
-             ORDER BY aggregate_type, aggregate_id, sequence",
-        )
-        .fetch(&self.pool);
-        while let Some(r) = rows.try_next().await.context("failed to read events")? {
-            let metadata: Value = r.get("metadata");
-            let row = ChainRow {
-                aggregate_type: r.get("aggregate_type"),
-                aggregate_id: r.get("aggregate_id"),
-                sequence: r.get("sequence"),
-                event_type: r.get("event_type"),
-                event_version: r.get("event_version"),
-                event_id: r.get("event_id"),
-                recorded_at: r.get::<DateTime<Utc>, _>("recorded_at"),
-                metadata: serde_json::from_value(metadata).context("bad metadata")?,
-                payload: r.get("payload"),
-                payload_hash: r.get("payload_hash"),
-                hash: r.get("hash"),
-                hash_version: r.get("hash_version"),
-                redaction: r.get("redaction"),
-            };
-            if !verifier.check(row) {
-                break;
-            }
-        }
-        Ok(verifier.report)
     }
 
     pub async fn try_lead(&self, name: &str) -> anyhow::Result<Option<Leadership>> {

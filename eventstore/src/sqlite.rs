@@ -12,12 +12,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
-use crate::chain::{
-    format_time, insert_sql, prepare, stored as stored_event, ChainRow, ChainVerifier,
-};
+use crate::chain::{format_time, insert_sql, prepare, stored as stored_event};
 use crate::{
     AppendError, AppendRequest, Checkpoint, IdempotencyRecord, LoadedEvent, LogBatch, StoredEvent,
-    VerifyReport,
 };
 
 #[derive(Clone)]
@@ -229,46 +226,6 @@ impl SqliteStore {
             status: r.get::<i64, _>("status") as u16,
             body: r.get("body"),
         }))
-    }
-
-    pub async fn verify_chains(&self) -> anyhow::Result<VerifyReport> {
-        use futures::TryStreamExt;
-        let mut verifier = ChainVerifier::new();
-        let mut rows = sqlx::query(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, \
-             recorded_at, metadata, payload, payload_hash, hash, hash_version, redaction FROM events \
-             ORDER BY aggregate_type, aggregate_id, sequence",
-        )
-        .fetch(&self.read);
-        while let Some(r) = rows.try_next().await.context("failed to read events")? {
-            let metadata: String = r.get("metadata");
-            let payload: String = r.get("payload");
-            let event_id: String = r.get("event_id");
-            let recorded_at: String = r.get("recorded_at");
-            let row = ChainRow {
-                aggregate_type: r.get("aggregate_type"),
-                aggregate_id: r.get("aggregate_id"),
-                sequence: r.get("sequence"),
-                event_type: r.get("event_type"),
-                event_version: r.get("event_version"),
-                event_id: event_id.parse().context("bad event id")?,
-                recorded_at: parse_time(&recorded_at)?,
-                metadata: serde_json::from_str(&metadata).context("bad metadata")?,
-                payload: serde_json::from_str(&payload).context("bad payload")?,
-                payload_hash: r.get("payload_hash"),
-                hash: r.get("hash"),
-                hash_version: r.get::<i64, _>("hash_version") as i16,
-                redaction: r
-                    .get::<Option<String>, _>("redaction")
-                    .map(|s| serde_json::from_str(&s))
-                    .transpose()
-                    .context("bad redaction")?,
-            };
-            if !verifier.check(row) {
-                break;
-            }
-        }
-        Ok(verifier.report)
     }
 }
 

@@ -389,7 +389,7 @@ pub struct BalanceDto {
 }
 
 /// Folds per-(currency, account type) totals into balances.
-fn balances_from(rows: Vec<SumRow>) -> Vec<BalanceDto> {
+pub fn balances_from(rows: Vec<SumRow>) -> Vec<BalanceDto> {
     let mut out: BTreeMap<String, BalanceDto> = BTreeMap::new();
     for r in rows {
         let b = out.entry(r.currency.clone()).or_insert_with(|| BalanceDto {

@@ -1,6 +1,7 @@
 //! The REST routes, mounted at the root as seed 000 writes them.
 
 pub mod admin;
+pub mod audit;
 pub mod budget;
 pub mod chat;
 pub mod fundraising;

@@ -1,9 +1,12 @@
 //! The `budget` projection.
 
+use std::collections::HashMap;
+
+use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::budget::{postings, LedgerEvent};
-use eventstore::{tx_exec, tx_fetch_optional, StoredEvent, Tx};
+use eventstore::{placeholders, tx_exec, tx_fetch_optional, Arg, StoredEvent, Tx};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 
@@ -22,34 +25,6 @@ struct DebtAmount {
     amount: String,
 }
 
-async fn lines(
-    tx: &mut Tx,
-    e: &StoredEvent,
-    ev: &LedgerEvent,
-    entry_id: String,
-    occurred_at: DateTime<Utc>,
-) -> anyhow::Result<()> {
-    for (n, l) in postings(ev).into_iter().enumerate() {
-        tx_exec!(
-            tx,
-            "INSERT INTO budget_lines (position, line_no, entry_id, currency, account, account_type, category, \
-             debit_cents, credit_cents, occurred_at, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            e.position,
-            n as i32,
-            &entry_id,
-            &e.aggregate_id,
-            &l.account,
-            l.account_type().to_string(),
-            l.category().map(str::to_string),
-            cents(l.debit),
-            cents(l.credit),
-            occurred_at,
-            e.recorded_at
-        )?;
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl crate::Projection for BudgetProjection {
     fn name(&self) -> &'static str {
@@ -61,32 +36,139 @@ impl crate::Projection for BudgetProjection {
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
-        if e.aggregate_type != "budget_ledger" {
-            return Ok(());
+        self.apply_batch(tx, std::slice::from_ref(e)).await
+    }
+
+    /// A few statements per batch: every insert of a batch is written in bulk first (transactions, debts, lines), then the updates, which only
+    /// touch rows inserted before them (a reversal's original, a paid or forgiven debt), folded
+    /// to each row's final values in event order.
+    async fn apply_batch(&self, tx: &mut Tx, events: &[StoredEvent]) -> anyhow::Result<()> {
+        let mut b = Bulk::default();
+        for e in events
+            .iter()
+            .filter(|e| e.aggregate_type == "budget_ledger")
+        {
+            let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone())
+                .with_context(|| format!("budget: bad event at position {}", e.position))?;
+            b.push(tx, e, ev).await?;
         }
-        let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone())?;
+        b.flush(tx).await
+    }
+
+    async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()> {
+        for t in [
+            "budget_transactions",
+            "budget_debts",
+            "budget_lines",
+            "budget_settings",
+        ] {
+            tx_exec!(tx, &format!("DELETE FROM {t}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Bind parameters per statement (SQLite allows 32,766).
+const MAX_PARAMS: usize = 30_000;
+
+async fn insert_rows(
+    tx: &mut Tx,
+    head: &str,
+    cols: usize,
+    rows: &[Vec<Arg>],
+) -> anyhow::Result<()> {
+    for chunk in rows.chunks((MAX_PARAMS / cols).max(1)) {
+        let sql = format!("{head} VALUES {}", placeholders(chunk.len(), cols));
+        tx.execute_args(&sql, chunk.concat()).await?;
+    }
+    Ok(())
+}
+
+/// A debt's state after the batch's payments and forgiveness.
+struct DebtUpdate {
+    amount_paid: Option<String>,
+    status: &'static str,
+    updated_at: DateTime<Utc>,
+}
+
+/// The writes of one batch, gathered in event order.
+#[derive(Default)]
+struct Bulk {
+    transactions: Vec<Vec<Arg>>,
+    /// (original id, reversal id, reason)
+    reversals: Vec<(String, String, String)>,
+    debts: Vec<Vec<Arg>>,
+    /// Amounts of the debts created in this batch.
+    debt_amounts: HashMap<String, Decimal>,
+    debt_updates: Vec<(String, DebtUpdate)>,
+    debt_index: HashMap<String, usize>,
+    lines: Vec<Vec<Arg>>,
+}
+
+impl Bulk {
+    fn lines(
+        &mut self,
+        e: &StoredEvent,
+        ev: &LedgerEvent,
+        entry_id: String,
+        occurred_at: DateTime<Utc>,
+    ) {
+        for (n, l) in postings(ev).into_iter().enumerate() {
+            self.lines.push(vec![
+                Arg::I64(e.position),
+                Arg::I64(n as i64),
+                Arg::Text(entry_id.clone()),
+                Arg::Text(e.aggregate_id.clone()),
+                Arg::Text(l.account.clone()),
+                Arg::Text(l.account_type().to_string()),
+                Arg::OptText(l.category().map(str::to_string)),
+                Arg::I64(cents(l.debit)),
+                Arg::I64(cents(l.credit)),
+                Arg::Time(occurred_at),
+                Arg::Time(e.recorded_at),
+            ]);
+        }
+    }
+
+    fn update_debt(&mut self, id: String, f: impl FnOnce(&mut DebtUpdate), at: DateTime<Utc>) {
+        let i = *self.debt_index.entry(id.clone()).or_insert_with(|| {
+            self.debt_updates.push((
+                id,
+                DebtUpdate {
+                    amount_paid: None,
+                    status: "open",
+                    updated_at: at,
+                },
+            ));
+            self.debt_updates.len() - 1
+        });
+        let u = &mut self.debt_updates[i].1;
+        u.updated_at = at;
+        f(u);
+    }
+
+    async fn push(&mut self, tx: &mut Tx, e: &StoredEvent, ev: LedgerEvent) -> anyhow::Result<()> {
         match &ev {
             LedgerEvent::TransactionRecorded {
                 transaction: t,
                 recorded_at,
             } => {
-                tx_exec!(
-                    tx,
-                    "INSERT INTO budget_transactions (id, kind, amount, currency, category, description, occurred_at, \
-                     reference, recorded_by, recorded_at, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    t.transaction_id.to_string(),
-                    t.kind.as_str(),
-                    t.amount.to_string(),
-                    &t.currency,
-                    &t.category,
-                    t.description.clone(),
-                    t.occurred_at,
-                    t.reference.clone(),
-                    &t.recorded_by,
-                    *recorded_at,
-                    e.position
-                )?;
-                lines(tx, e, &ev, t.transaction_id.to_string(), t.occurred_at).await?;
+                self.transactions.push(vec![
+                    Arg::Text(t.transaction_id.to_string()),
+                    Arg::Text(t.kind.as_str().into()),
+                    Arg::Text(t.amount.to_string()),
+                    Arg::Text(t.currency.clone()),
+                    Arg::Text(t.category.clone()),
+                    Arg::OptText(t.description.clone()),
+                    Arg::Time(t.occurred_at),
+                    Arg::OptText(t.reference.clone()),
+                    Arg::Text(t.recorded_by.clone()),
+                    Arg::Time(*recorded_at),
+                    Arg::OptText(None),
+                    Arg::OptText(None),
+                    Arg::I64(e.position),
+                ]);
+                self.lines(e, &ev, t.transaction_id.to_string(), t.occurred_at);
             }
             LedgerEvent::TransactionReversed {
                 reversal_id,
@@ -98,48 +180,46 @@ impl crate::Projection for BudgetProjection {
                 reversed_by,
                 reversed_at,
             } => {
-                tx_exec!(
-                    tx,
-                    "INSERT INTO budget_transactions (id, kind, amount, currency, category, description, occurred_at, \
-                     reference, recorded_by, recorded_at, reversal_of, reversal_reason, seq) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $7, $10, $6, $11)",
-                    reversal_id.to_string(),
-                    kind.as_str(),
-                    amount.to_string(),
-                    &e.aggregate_id,
-                    category,
-                    reason,
-                    *reversed_at,
-                    format!("reversal-of:{transaction_id}"),
-                    reversed_by,
-                    transaction_id.to_string(),
-                    e.position
-                )?;
-                tx_exec!(
-                    tx,
-                    "UPDATE budget_transactions SET reversed_by = $2, reversal_reason = $3 WHERE id = $1",
+                self.transactions.push(vec![
+                    Arg::Text(reversal_id.to_string()),
+                    Arg::Text(kind.as_str().into()),
+                    Arg::Text(amount.to_string()),
+                    Arg::Text(e.aggregate_id.clone()),
+                    Arg::Text(category.clone()),
+                    Arg::OptText(Some(reason.clone())),
+                    Arg::Time(*reversed_at),
+                    Arg::OptText(Some(format!("reversal-of:{transaction_id}"))),
+                    Arg::Text(reversed_by.clone()),
+                    Arg::Time(*reversed_at),
+                    Arg::OptText(Some(transaction_id.to_string())),
+                    Arg::OptText(Some(reason.clone())),
+                    Arg::I64(e.position),
+                ]);
+                self.reversals.push((
                     transaction_id.to_string(),
                     reversal_id.to_string(),
-                    reason
-                )?;
-                lines(tx, e, &ev, reversal_id.to_string(), *reversed_at).await?;
+                    reason.clone(),
+                ));
+                self.lines(e, &ev, reversal_id.to_string(), *reversed_at);
             }
             LedgerEvent::DebtCreated { debt, created_at } => {
-                tx_exec!(
-                    tx,
-                    "INSERT INTO budget_debts (id, user_id, amount, amount_paid, currency, reason, source_ref, status, \
-                     created_by, created_at, updated_at, seq) VALUES ($1, $2, $3, '0', $4, $5, $6, 'open', $7, $8, $8, $9)",
-                    debt.debt_id.to_string(),
-                    &debt.user_id,
-                    debt.amount.to_string(),
-                    &debt.currency,
-                    &debt.reason,
-                    debt.source_ref.clone(),
-                    &debt.created_by,
-                    *created_at,
-                    e.position
-                )?;
-                lines(tx, e, &ev, debt.debt_id.to_string(), *created_at).await?;
+                self.debts.push(vec![
+                    Arg::Text(debt.debt_id.to_string()),
+                    Arg::Text(debt.user_id.clone()),
+                    Arg::Text(debt.amount.to_string()),
+                    Arg::Text("0".into()),
+                    Arg::Text(debt.currency.clone()),
+                    Arg::Text(debt.reason.clone()),
+                    Arg::OptText(debt.source_ref.clone()),
+                    Arg::Text("open".into()),
+                    Arg::Text(debt.created_by.clone()),
+                    Arg::Time(*created_at),
+                    Arg::Time(*created_at),
+                    Arg::I64(e.position),
+                ]);
+                self.debt_amounts
+                    .insert(debt.debt_id.to_string(), debt.amount);
+                self.lines(e, &ev, debt.debt_id.to_string(), *created_at);
             }
             LedgerEvent::DebtPaymentRecorded {
                 debt_id,
@@ -148,43 +228,43 @@ impl crate::Projection for BudgetProjection {
                 paid_at,
                 ..
             } => {
-                let row = tx_fetch_optional!(
-                    tx,
-                    DebtAmount,
-                    "SELECT amount FROM budget_debts WHERE id = $1",
-                    debt_id.to_string()
-                )?;
-                let total: Decimal = row
-                    .map(|r| r.amount.parse())
-                    .transpose()?
-                    .unwrap_or_default();
-                let status = if outstanding_after.is_zero() {
-                    "settled"
-                } else {
-                    "open"
+                let id = debt_id.to_string();
+                let total = match self.debt_amounts.get(&id) {
+                    Some(a) => *a,
+                    None => {
+                        let row = tx_fetch_optional!(
+                            tx,
+                            DebtAmount,
+                            "SELECT amount FROM budget_debts WHERE id = $1",
+                            &id
+                        )?;
+                        let total: Decimal = row
+                            .map(|r| r.amount.parse())
+                            .transpose()?
+                            .unwrap_or_default();
+                        self.debt_amounts.insert(id.clone(), total);
+                        total
+                    }
                 };
-                tx_exec!(
-                    tx,
-                    "UPDATE budget_debts SET amount_paid = $2, status = $3, updated_at = $4 WHERE id = $1",
-                    debt_id.to_string(),
-                    (total - outstanding_after).to_string(),
-                    status,
-                    *paid_at
-                )?;
-                lines(tx, e, &ev, payment_id.to_string(), *paid_at).await?;
+                let paid = (total - outstanding_after).to_string();
+                let settled = outstanding_after.is_zero();
+                self.update_debt(
+                    id,
+                    |u| {
+                        u.amount_paid = Some(paid);
+                        u.status = if settled { "settled" } else { "open" };
+                    },
+                    *paid_at,
+                );
+                self.lines(e, &ev, payment_id.to_string(), *paid_at);
             }
             LedgerEvent::DebtForgiven {
                 debt_id,
                 forgiven_at,
                 ..
             } => {
-                tx_exec!(
-                    tx,
-                    "UPDATE budget_debts SET status = 'forgiven', updated_at = $2 WHERE id = $1",
-                    debt_id.to_string(),
-                    *forgiven_at
-                )?;
-                lines(tx, e, &ev, debt_id.to_string(), *forgiven_at).await?;
+                self.update_debt(debt_id.to_string(), |u| u.status = "forgiven", *forgiven_at);
+                self.lines(e, &ev, debt_id.to_string(), *forgiven_at);
             }
             LedgerEvent::ThresholdSet {
                 currency,
@@ -208,14 +288,69 @@ impl crate::Projection for BudgetProjection {
         Ok(())
     }
 
-    async fn reset(&self, tx: &mut Tx) -> anyhow::Result<()> {
-        for t in [
-            "budget_transactions",
-            "budget_debts",
-            "budget_lines",
-            "budget_settings",
-        ] {
-            tx_exec!(tx, &format!("DELETE FROM {t}"))?;
+    async fn flush(&mut self, tx: &mut Tx) -> anyhow::Result<()> {
+        let b = std::mem::take(self);
+        insert_rows(
+            tx,
+            "INSERT INTO budget_transactions (id, kind, amount, currency, category, description, occurred_at, \
+             reference, recorded_by, recorded_at, reversal_of, reversal_reason, seq)",
+            13,
+            &b.transactions,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO budget_debts (id, user_id, amount, amount_paid, currency, reason, source_ref, status, \
+             created_by, created_at, updated_at, seq)",
+            12,
+            &b.debts,
+        )
+        .await?;
+        insert_rows(
+            tx,
+            "INSERT INTO budget_lines (position, line_no, entry_id, currency, account, account_type, category, \
+             debit_cents, credit_cents, occurred_at, recorded_at)",
+            11,
+            &b.lines,
+        )
+        .await?;
+        for chunk in b.reversals.chunks(MAX_PARAMS / 3) {
+            let mut args = Vec::with_capacity(chunk.len() * 3);
+            for (id, by, reason) in chunk {
+                args.extend([
+                    Arg::Text(id.clone()),
+                    Arg::Text(by.clone()),
+                    Arg::Text(reason.clone()),
+                ]);
+            }
+            let sql = format!(
+                "WITH v (id, by_id, reason) AS (VALUES {}) UPDATE budget_transactions SET \
+                 reversed_by = (SELECT by_id FROM v WHERE v.id = budget_transactions.id), \
+                 reversal_reason = (SELECT reason FROM v WHERE v.id = budget_transactions.id) \
+                 WHERE id IN (SELECT id FROM v)",
+                placeholders(chunk.len(), 3)
+            );
+            tx.execute_args(&sql, args).await?;
+        }
+        for chunk in b.debt_updates.chunks(MAX_PARAMS / 4) {
+            let mut args = Vec::with_capacity(chunk.len() * 4);
+            for (id, u) in chunk {
+                args.extend([
+                    Arg::Text(id.clone()),
+                    Arg::OptText(u.amount_paid.clone()),
+                    Arg::Text(u.status.into()),
+                    Arg::Time(u.updated_at),
+                ]);
+            }
+            let sql = format!(
+                "WITH v (id, paid, status, at) AS (VALUES {}) UPDATE budget_debts SET \
+                 amount_paid = COALESCE((SELECT paid FROM v WHERE v.id = budget_debts.id), amount_paid), \
+                 status = (SELECT status FROM v WHERE v.id = budget_debts.id), \
+                 updated_at = (SELECT at FROM v WHERE v.id = budget_debts.id) \
+                 WHERE id IN (SELECT id FROM v)",
+                placeholders(chunk.len(), 4)
+            );
+            tx.execute_args(&sql, args).await?;
         }
         Ok(())
     }
