@@ -693,6 +693,19 @@ async fn replayed_campaign_events_book_nothing_twice(b: Backend) {
     let after = budget_balance(&app, "MDL").await.unwrap();
     assert_eq!(num(&after["donations"]), "31.25");
     assert_eq!(num(&after["expenses"]), "7.00");
+
+    // The read model rebuilt from the log is the same.
+    let path = format!("/campaigns/{id}");
+    let before_rebuild = app.get(&path, &admin()).await.body;
+    let donations = app.get(&format!("{path}/donations"), &admin()).await.body;
+    assert!(app.state.runner.rebuild("fundraising").await.unwrap() > 0);
+    assert_eq!(app.get(&path, &admin()).await.body, before_rebuild);
+    assert_eq!(
+        app.get(&format!("{path}/donations"), &admin()).await.body,
+        donations
+    );
+    assert_eq!(before_rebuild["donors_count"], 3);
+    assert_eq!(num(&before_rebuild["spent"]), "7.00");
 }
 
 /// Twenty donors at once on a goal of ten donations: exactly ten are taken, the campaign completes

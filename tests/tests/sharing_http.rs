@@ -321,6 +321,16 @@ async fn taking_returning_and_history(b: Backend) {
     assert_eq!(returned[1]["data"]["condition"], "damaged");
     assert_eq!(returned[1]["data"]["returned_by"], "u_admin");
     assert_eq!(returned[1]["data"]["user_id"], "u_2");
+
+    // The read model rebuilt from the log is the same.
+    let before_rebuild = app.get(&format!("/assets/{iron}"), &admin()).await.body;
+    let loans = app.get("/loans", &admin()).await.body;
+    assert!(app.state.runner.rebuild("sharing").await.unwrap() > 0);
+    assert_eq!(
+        app.get(&format!("/assets/{iron}"), &admin()).await.body,
+        before_rebuild
+    );
+    assert_eq!(app.get("/loans", &admin()).await.body, loans);
 }
 
 async fn overdue_loans_are_listed(b: Backend) {
@@ -503,6 +513,12 @@ async fn damage_becomes_a_debt_once(b: Backend) {
         .cloned()
         .unwrap();
     assert_eq!(num(&mdl["debts_outstanding"]), "57.50");
+
+    // The read model rebuilt from the log is the same.
+    let path = format!("/assets/{iron}");
+    let before_rebuild = app.get(&path, &admin()).await.body;
+    assert!(app.state.runner.rebuild("sharing").await.unwrap() > 0);
+    assert_eq!(app.get(&path, &admin()).await.body, before_rebuild);
 
     let events = app.audit_feed().await;
     let reported: Vec<&Value> = events
