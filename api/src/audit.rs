@@ -186,8 +186,10 @@ pub async fn replay_budget(
     store: &EventStore,
     as_of: Option<DateTime<Utc>>,
 ) -> anyhow::Result<ReplayReport> {
-    let position = store.stable_position().await?;
+    // The read model first: every event it has applied committed before the stable position is
+    // taken, so the fold below covers all of them.
     let (read_model_at, read_model) = read_model_books(store, as_of).await?;
+    let position = store.stable_position().await?;
     let mut report = ReplayReport {
         position,
         as_of,

@@ -83,6 +83,8 @@ pub fn merkle_root(payload: &Value, overrides: &BTreeMap<String, Vec<u8>>) -> Ve
     node_hash(payload, &mut path, overrides).to_vec()
 }
 
+/// A node's hash. Writes keys and scalars straight into the hasher (no intermediate strings);
+/// an override that is not a SHA-256 (32 bytes) is used as it is, like any other.
 fn node_hash(v: &Value, path: &mut String, ov: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     if !ov.is_empty() {
         if let Some(h) = ov.get(path.as_str()) {
@@ -93,16 +95,16 @@ fn node_hash(v: &Value, path: &mut String, ov: &BTreeMap<String, Vec<u8>>) -> Ve
     match v {
         Value::Object(map) => {
             h.update(b"o");
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            for k in keys {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (k, v) in entries {
                 let len = path.len();
                 if !ov.is_empty() {
                     path.push('/');
                     path.push_str(&k.replace('~', "~0").replace('/', "~1"));
                 }
-                h.update(Value::String(k.clone()).to_string().as_bytes());
-                h.update(node_hash(&map[k], path, ov));
+                serde_json::to_writer(&mut h, k).expect("a key serializes");
+                h.update(node_hash(v, path, ov));
                 path.truncate(len);
             }
         }
@@ -120,7 +122,8 @@ fn node_hash(v: &Value, path: &mut String, ov: &BTreeMap<String, Vec<u8>>) -> Ve
         }
         other => {
             h.update(b"s");
-            h.update(canonical_json(other));
+            // A scalar's compact JSON is its canonical form.
+            serde_json::to_writer(&mut h, other).expect("a scalar serializes");
         }
     }
     h.finalize().to_vec()

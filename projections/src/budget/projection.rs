@@ -314,43 +314,26 @@ impl Bulk {
             &b.lines,
         )
         .await?;
-        for chunk in b.reversals.chunks(MAX_PARAMS / 3) {
-            let mut args = Vec::with_capacity(chunk.len() * 3);
-            for (id, by, reason) in chunk {
-                args.extend([
-                    Arg::Text(id.clone()),
-                    Arg::Text(by.clone()),
-                    Arg::Text(reason.clone()),
-                ]);
-            }
-            let sql = format!(
-                "WITH v (id, by_id, reason) AS (VALUES {}) UPDATE budget_transactions SET \
-                 reversed_by = (SELECT by_id FROM v WHERE v.id = budget_transactions.id), \
-                 reversal_reason = (SELECT reason FROM v WHERE v.id = budget_transactions.id) \
-                 WHERE id IN (SELECT id FROM v)",
-                placeholders(chunk.len(), 3)
-            );
-            tx.execute_args(&sql, args).await?;
+        // One statement per updated row, by primary key: a join against the batch's values would
+        // be planned on the statistics of the (still empty) table during a rebuild, as a scan.
+        for (id, by, reason) in b.reversals {
+            tx_exec!(
+                tx,
+                "UPDATE budget_transactions SET reversed_by = $2, reversal_reason = $3 WHERE id = $1",
+                id,
+                by,
+                reason
+            )?;
         }
-        for chunk in b.debt_updates.chunks(MAX_PARAMS / 4) {
-            let mut args = Vec::with_capacity(chunk.len() * 4);
-            for (id, u) in chunk {
-                args.extend([
-                    Arg::Text(id.clone()),
-                    Arg::OptText(u.amount_paid.clone()),
-                    Arg::Text(u.status.into()),
-                    Arg::Time(u.updated_at),
-                ]);
-            }
-            let sql = format!(
-                "WITH v (id, paid, status, at) AS (VALUES {}) UPDATE budget_debts SET \
-                 amount_paid = COALESCE((SELECT paid FROM v WHERE v.id = budget_debts.id), amount_paid), \
-                 status = (SELECT status FROM v WHERE v.id = budget_debts.id), \
-                 updated_at = (SELECT at FROM v WHERE v.id = budget_debts.id) \
-                 WHERE id IN (SELECT id FROM v)",
-                placeholders(chunk.len(), 4)
-            );
-            tx.execute_args(&sql, args).await?;
+        for (id, u) in b.debt_updates {
+            tx_exec!(
+                tx,
+                "UPDATE budget_debts SET amount_paid = COALESCE($2, amount_paid), status = $3, updated_at = $4 WHERE id = $1",
+                id,
+                u.amount_paid,
+                u.status,
+                u.updated_at
+            )?;
         }
         Ok(())
     }
