@@ -569,3 +569,46 @@ async fn presence_follows_open_connections(b: Backend) {
     assert_eq!(r.status, 204);
     assert_eq!(presence("u_3").await, "online");
 }
+
+/// Two API processes on one PostgreSQL database: a subscriber on one receives what is posted
+/// through the other, and its connection makes the user online for the other one too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_another_process_delivers_and_counts_presence() {
+    let one = spawn_app(Backend::Postgres).await;
+    let two = spawn_app_on(&one.database_url).await;
+    let (u1, u2) = (student("u_1"), student("u_2"));
+    let c = chat(
+        &one,
+        &u1,
+        json!({"type": "group", "name": "kitchen", "member_ids": ["u_2"]}),
+    )
+    .await;
+    let mut w2 = connect(&two, &u2).await;
+    subscribe(&mut w2, &c).await;
+    let m = post(&one, &u1, &c, "across processes").await;
+    let f = next(&mut w2).await;
+    assert_eq!(f["event"], "chat.message.created", "{f}");
+    assert_eq!(f["data"]["msg_id"], m.as_str());
+    let r = one
+        .send(
+            "PUT",
+            &format!("/chats/{c}/read"),
+            Some(&u2),
+            Some(json!({"message_id": m})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(next(&mut w2).await["event"], "chat.read.update");
+    eventually(Duration::from_secs(10), || async {
+        let p = one.get("/profiles/u_2", &u1).await;
+        (p.body["presence"] == "online").then_some(())
+    })
+    .await;
+    drop(w2);
+    eventually(Duration::from_secs(10), || async {
+        let p = one.get("/profiles/u_2", &u1).await;
+        (p.body["presence"] == "offline").then_some(())
+    })
+    .await;
+}

@@ -161,9 +161,31 @@ impl Outbound {
     }
 }
 
+/// Forgets the connection (presence, gauge) however its task ends, even by a panic.
+struct ConnGuard {
+    state: AppState,
+    id: Uuid,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        WS_CONNECTIONS.dec();
+        let (connections, id) = (self.state.connections.clone(), self.id);
+        tokio::spawn(async move {
+            if let Err(e) = connections.close(id).await {
+                tracing::warn!(error = %e, "cannot forget a closed /ws connection");
+            }
+        });
+    }
+}
+
 async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
     WS_CONNECTIONS.inc();
     let conn_id = Uuid::now_v7();
+    let _guard = ConnGuard {
+        state: state.clone(),
+        id: conn_id,
+    };
     if let Err(e) = state.connections.open(conn_id, &actor.user_id).await {
         tracing::warn!(error = %e, "cannot record a /ws connection for presence");
     }
@@ -172,8 +194,9 @@ async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
     let (kill, kill_rx) = watch::channel(None);
     let out = Outbound { tx, kill };
     let mut writer = tokio::spawn(write_loop(sink, rx, kill_rx));
+    let mut writer_done = false;
     let mut conn = Conn {
-        state: state.clone(),
+        state,
         actor,
         out: out.clone(),
         subs: HashMap::new(),
@@ -182,7 +205,7 @@ async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
     loop {
         let next = tokio::select! {
             m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
-            _ = &mut writer => break,
+            _ = &mut writer => { writer_done = true; break }
         };
         match next {
             Err(_) => {
@@ -208,16 +231,13 @@ async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
     // Subscriptions end with the connection; the writer gets a moment to send a kill reason.
     drop(conn);
     drop(out);
-    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-        .await
-        .is_err()
+    if !writer_done
+        && tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
     {
         writer.abort();
     }
-    if let Err(e) = state.connections.close(conn_id).await {
-        tracing::warn!(error = %e, "cannot forget a closed /ws connection");
-    }
-    WS_CONNECTIONS.dec();
 }
 
 async fn write_loop(
