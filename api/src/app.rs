@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::fundraising::router())
         .merge(crate::routes::sharing::router())
         .merge(crate::routes::audit::router())
+        .merge(crate::routes::ws::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -144,6 +145,8 @@ impl Application {
         let state = AppState {
             relay,
             sinks,
+            live: projections::live::LiveHub::start(store.clone()).await?,
+            connections: crate::presence::Connections::start(store.db()),
             known_profiles: Default::default(),
             graphql: crate::graphql::schema(),
             db: store.db(),

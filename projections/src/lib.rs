@@ -5,6 +5,7 @@ pub mod budget;
 pub mod chat;
 pub mod cloudevents;
 pub mod fundraising;
+pub mod live;
 pub mod metrics;
 pub mod page;
 pub mod relay;

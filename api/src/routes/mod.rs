@@ -10,6 +10,7 @@ pub mod notifications;
 pub mod retention;
 pub mod sharing;
 pub mod tea;
+pub mod ws;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
