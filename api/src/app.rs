@@ -90,7 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::moderation::router())
         .merge(crate::routes::retention::router())
         .merge(crate::routes::budget::router())
-        .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
+        .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::get))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -136,7 +136,7 @@ impl Application {
             relay,
             sinks,
             known_profiles: Default::default(),
-            graphql: crate::graphql::schema(),
+            graphql: crate::graphql::schema_with(&settings.graphql),
             db: store.db(),
             bus,
             store,
