@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::moderation::router())
         .merge(crate::routes::retention::router())
         .merge(crate::routes::budget::router())
+        .merge(crate::routes::ws::router())
         .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::get))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
@@ -135,6 +136,8 @@ impl Application {
         let state = AppState {
             relay,
             sinks,
+            live: projections::live::LiveHub::start(store.clone()).await?,
+            connections: crate::presence::Connections::start(store.db()),
             known_profiles: Default::default(),
             graphql: crate::graphql::schema_with(&settings.graphql),
             db: store.db(),

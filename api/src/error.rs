@@ -41,6 +41,22 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
+    /// The envelope's `code` (also used in `/ws` error frames).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+
+    /// The envelope's `message`; an internal error is logged here and never described.
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                "internal error".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "NOT_FOUND"),

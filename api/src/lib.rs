@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod graphql;
 pub mod metrics;
+pub mod presence;
 pub mod ratelimit;
 pub mod retention;
 pub mod routes;

@@ -20,6 +20,11 @@ pub struct AppState {
     pub graphql: crate::graphql::FafcabSchema,
     /// Users known to have a profile (bounded; a miss costs one idempotent command).
     pub known_profiles: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// Live fan-out of committed events (and typing signals) to `/ws` and subscriptions; one per
+    /// API process, also with `--no-workers`.
+    pub live: projections::live::LiveHub,
+    /// This process's open `/ws` connections, recorded for presence.
+    pub connections: crate::presence::Connections,
     /// Sinks running in this process, with their status.
     pub sinks: Vec<(&'static str, projections::sinks::SinkStatus)>,
 }

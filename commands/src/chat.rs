@@ -114,3 +114,42 @@ pub async fn remove_member(
     bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, None)
         .await
 }
+
+/// Moves the caller's read position in `chat_id` to `message_id`, a message of that chat (the
+/// edge checked the caller may see the chat). Moving it back records nothing: the state returned
+/// is then the unchanged position.
+pub async fn mark_read(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    message_id: Uuid,
+) -> Result<Executed<domain::chat::ReadPosition>, CommandError> {
+    let (_, msg) = bus
+        .load::<domain::chat::Message>(&message_id.to_string())
+        .await?;
+    let created = match (&msg.submission, msg.created_at) {
+        (Some(s), Some(c)) if s.chat_id == chat_id && msg.expired_at.is_none() => c,
+        _ => {
+            return Err(CommandError::Domain {
+                kind: domain::ErrorKind::NotFound,
+                message: "message not found".into(),
+            })
+        }
+    };
+    let user_id = ctx.actor.user_id.clone();
+    let cmd = domain::chat::ReadCommand::MarkRead {
+        chat_id,
+        user_id: user_id.clone(),
+        message_id,
+        message_created_at: created,
+        at: now(),
+    };
+    bus.execute::<domain::chat::ReadPosition>(
+        &domain::chat::read_position_id(chat_id, &user_id),
+        cmd,
+        ctx,
+        None,
+        None,
+    )
+    .await
+}

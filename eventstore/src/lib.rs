@@ -189,6 +189,15 @@ impl EventStore {
         }
     }
 
+    /// The checkpoint of the last event a gap-safe reader may take now: reading the log after it
+    /// yields exactly the events that become readable later (a live tail starts here).
+    pub async fn log_head(&self) -> anyhow::Result<Checkpoint> {
+        match &self.backend {
+            Backend::Pg(s, ..) => s.log_head().await,
+            Backend::Sqlite(s) => s.log_head().await,
+        }
+    }
+
     /// Highest position written so far (committed or not yet visible), for lag metrics.
     pub async fn head_position(&self) -> anyhow::Result<i64> {
         match &self.backend {

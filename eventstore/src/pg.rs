@@ -291,6 +291,26 @@ impl PgStore {
         .transpose()
     }
 
+    pub async fn log_head(&self) -> anyhow::Result<Checkpoint> {
+        let row = sqlx::query(
+            "SELECT tx_id::text AS tx, position FROM events \
+             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .context("failed to read the log head")?;
+        row.map(|r| {
+            let tx: String = r.get("tx");
+            Ok(Checkpoint {
+                tx_id: tx.parse()?,
+                position: r.get("position"),
+            })
+        })
+        .transpose()
+        .map(|c| c.unwrap_or(Checkpoint::START))
+    }
+
     pub async fn head_position(&self) -> anyhow::Result<i64> {
         Ok(
             sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")

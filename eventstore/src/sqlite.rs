@@ -200,6 +200,13 @@ impl SqliteStore {
         })
     }
 
+    pub async fn log_head(&self) -> anyhow::Result<Checkpoint> {
+        Ok(Checkpoint {
+            tx_id: 0,
+            position: self.head_position().await?,
+        })
+    }
+
     pub async fn head_position(&self) -> anyhow::Result<i64> {
         Ok(
             sqlx::query_scalar::<_, Option<i64>>("SELECT max(position) FROM events")

@@ -64,6 +64,7 @@ pub fn cloud_type(e: &StoredEvent) -> String {
         ("operation", "OperationCompleted") => "chat.operation.completed",
         ("operation", "OperationRejected") => "chat.operation.rejected",
         ("operation", "OperationExpired") => "chat.operation.expired",
+        ("read_position", "ReadPositionMoved") => "chat.read.update",
         ("budget_ledger", "TransactionRecorded") => "budget.transaction.recorded",
         ("budget_ledger", "TransactionReversed") => "budget.transaction.reversed",
         ("budget_ledger", "DebtCreated") => "budget.debt.created",
@@ -85,9 +86,8 @@ pub fn source_of(aggregate_type: &str) -> &'static str {
     match aggregate_type {
         "item" | "announcement" => "tea-svc",
         "profile" => "user-svc",
-        "chat" | "message" | "operation" | "moderation" | "filters" | "report" | "notice" => {
-            "chat-svc"
-        }
+        "chat" | "message" | "operation" | "moderation" | "filters" | "report" | "notice"
+        | "read_position" => "chat-svc",
         "budget_ledger" => "budget-svc",
         _ => "fafcab",
     }
@@ -307,6 +307,21 @@ fn map(e: &StoredEvent) -> Option<Value> {
             }
         }
         "budget_ledger" => crate::budget::cloud_data(e)?,
+        "read_position" => {
+            match domain::codec::decode::<domain::chat::ReadEvent>(&e.event_type, e.payload.clone())
+            {
+                Ok(domain::chat::ReadEvent::ReadPositionMoved {
+                    chat_id,
+                    user_id,
+                    message_id,
+                    at,
+                    ..
+                }) => {
+                    json!({"chat_id": chat_id, "user_id": user_id, "last_read_message_id": message_id, "last_read_at": at})
+                }
+                Err(_) => return None,
+            }
+        }
         _ => return None,
     })
 }

@@ -4,6 +4,7 @@
 pub mod budget;
 pub mod chat;
 pub mod cloudevents;
+pub mod live;
 pub mod metrics;
 pub mod page;
 pub mod relay;

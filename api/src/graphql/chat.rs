@@ -508,12 +508,9 @@ impl ChatQuery {
         else {
             return Ok(None);
         };
-        let online = q::last_seen(&state.db, &user_id)
+        let online = crate::presence::is_online(&state.db, &user_id)
             .await
-            .map_err(|e| gql_error(e.into()))?
-            .is_some_and(|t| {
-                Utc::now() - t < chrono::Duration::seconds(crate::routes::chat::PRESENCE_TTL_SECS)
-            });
+            .map_err(|e| gql_error(e.into()))?;
         Ok(Some(Profile {
             user_id: p.user_id,
             nickname: p.nickname,

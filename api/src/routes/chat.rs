@@ -31,7 +31,7 @@ const PROJECTION: &str = "chat";
 /// Users one sync request may carry.
 pub const MAX_SYNC_USERS: usize = 1_000;
 /// A heartbeat younger than this means online.
-pub const PRESENCE_TTL_SECS: i64 = 30;
+pub use crate::presence::PRESENCE_TTL_SECS;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -60,6 +60,8 @@ pub fn router() -> Router<AppState> {
             delete(remove_reaction),
         )
         .route("/operations/{operation_id}", get(get_operation))
+        .route("/chats/{chat_id}/read", axum::routing::put(put_read))
+        .route("/chats/{chat_id}/unread-count", get(unread_count))
 }
 
 // ---------- profiles ----------
@@ -189,9 +191,7 @@ async fn get_profile(
     let p = q::profile(&state.db, &user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("profile"))?;
-    let online = q::last_seen(&state.db, &user_id)
-        .await?
-        .is_some_and(|t| Utc::now() - t < chrono::Duration::seconds(PRESENCE_TTL_SECS));
+    let online = crate::presence::is_online(&state.db, &user_id).await?;
     let mut v = profile_json(&p);
     v["presence"] = json!(if online { "online" } else { "offline" });
     Ok(Json(v))
@@ -705,4 +705,71 @@ async fn remove_reaction(
         state.settle(PROJECTION, stored).await;
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---------- read receipts ----------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    message_id: String,
+}
+
+/// Moves the caller's read position (also the `/ws` `read` op) and answers the position, which
+/// never moves back: reading an earlier message answers the unchanged position.
+pub(crate) async fn mark_read(
+    state: &AppState,
+    actor: &Actor,
+    chat_id: Uuid,
+    raw_message_id: &str,
+) -> ApiResult<Value> {
+    let message_id = path_uuid(raw_message_id, "message")?;
+    let exec = commands::chat::mark_read(
+        &state.bus,
+        &Context::new(actor.clone()),
+        chat_id,
+        message_id,
+    )
+    .await?;
+    let commands::Executed::Done {
+        state: position,
+        stored,
+        ..
+    } = exec
+    else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "read positions are not replayed"
+        )));
+    };
+    state.settle(PROJECTION, &stored).await;
+    Ok(json!({
+        "chat_id": chat_id, "user_id": actor.user_id,
+        "last_read_message_id": position.last_read_message_id,
+        "last_read_at": position.last_read_at,
+    }))
+}
+
+/// `PUT /chats/{id}/read` `{"message_id"}`.
+async fn put_read(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+    body: ApiJson<ReadBody>,
+) -> ApiResult<Json<Value>> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    Ok(Json(
+        mark_read(&state, &actor, chat_id, &body.value.message_id).await?,
+    ))
+}
+
+/// `GET /chats/{id}/unread-count`: messages after the caller's read position, not their own,
+/// not deleted.
+async fn unread_count(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let n = q::unread_count(&state.db, &chat_id.to_string(), &actor.user_id).await?;
+    Ok(Json(json!({"chat_id": chat_id, "unread": n})))
 }

@@ -7,6 +7,7 @@ pub mod moderation;
 pub mod notifications;
 pub mod retention;
 pub mod tea;
+pub mod ws;
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};

@@ -5,6 +5,7 @@ pub mod filters;
 pub mod message;
 pub mod moderation;
 pub mod profile;
+pub mod read;
 pub mod report;
 pub mod retention;
 
@@ -15,4 +16,5 @@ pub use filters::{
 pub use message::*;
 pub use moderation::*;
 pub use profile::*;
+pub use read::*;
 pub use report::*;

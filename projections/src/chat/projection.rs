@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use domain::chat::{
-    ChatEvent, MessageEvent, ModerationEvent, NoticeEvent, OperationEvent, ProfileEvent,
+    ChatEvent, MessageEvent, ModerationEvent, NoticeEvent, OperationEvent, ProfileEvent, ReadEvent,
     ReportEvent,
 };
 use eventstore::{tx_exec, StoredEvent, Tx};
@@ -24,6 +24,7 @@ impl crate::Projection for ChatProjection {
             "moderation",
             "report",
             "notice",
+            "read_position",
         ])
     }
 
@@ -352,6 +353,28 @@ impl crate::Projection for ChatProjection {
                     e.position
                 )?;
             }
+            "read_position" => {
+                // The aggregate only moves forward, so the latest event is the position.
+                let ReadEvent::ReadPositionMoved {
+                    chat_id,
+                    user_id,
+                    message_id,
+                    message_created_at,
+                    at,
+                } = domain::codec::decode(&e.event_type, e.payload.clone())?;
+                tx_exec!(
+                    tx,
+                    "INSERT INTO chat_reads (chat_id, user_id, last_read_message_id, last_read_message_at, last_read_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (chat_id, user_id) DO UPDATE SET \
+                     last_read_message_id = excluded.last_read_message_id, \
+                     last_read_message_at = excluded.last_read_message_at, last_read_at = excluded.last_read_at",
+                    chat_id.to_string(),
+                    user_id,
+                    message_id.to_string(),
+                    message_created_at,
+                    at
+                )?;
+            }
             _ => {}
         }
         Ok(())
@@ -368,6 +391,7 @@ impl crate::Projection for ChatProjection {
             "chat_reactions",
             "chat_reports",
             "chat_notices",
+            "chat_reads",
         ] {
             tx_exec!(tx, &format!("DELETE FROM {t}"))?;
         }

@@ -244,3 +244,55 @@ pub async fn message(db: &Db, id: &str) -> sqlx::Result<Option<MessageRow>> {
         id
     )
 }
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReadRow {
+    pub chat_id: String,
+    pub user_id: String,
+    pub last_read_message_id: String,
+    pub last_read_at: DateTime<Utc>,
+}
+
+/// Where `user_id` has read up to in `chat_id`, if anywhere.
+pub async fn read_position(db: &Db, chat_id: &str, user_id: &str) -> sqlx::Result<Option<ReadRow>> {
+    db_fetch_optional!(
+        db,
+        ReadRow,
+        "SELECT chat_id, user_id, last_read_message_id, last_read_at FROM chat_reads WHERE chat_id = $1 AND user_id = $2",
+        chat_id,
+        user_id
+    )
+}
+
+/// Messages of `chat_id` after `user_id`'s read position (by `created_at`, then id), not
+/// written by them, not deleted, within retention. No position: every such message.
+pub async fn unread_count(db: &Db, chat_id: &str, user_id: &str) -> sqlx::Result<i64> {
+    let row: (i64,) = db_fetch_optional!(
+            db,
+            (i64,),
+            &format!(
+                "SELECT count(*) FROM chat_messages m WHERE m.chat_id = $1 AND m.author_id <> $2 \
+                 AND m.deleted_at IS NULL AND {} AND NOT EXISTS (SELECT 1 FROM chat_reads r \
+                 WHERE r.chat_id = m.chat_id AND r.user_id = $2 AND (m.created_at < r.last_read_message_at \
+                 OR (m.created_at = r.last_read_message_at AND m.id <= r.last_read_message_id)))",
+                super::retention::live_sql(db.is_pg(), "m")
+            ),
+            chat_id,
+            user_id
+        )?
+        .unwrap_or((0,));
+    Ok(row.0)
+}
+
+/// Whether `user_id` has an open `/ws` connection whose process refreshed it at or after
+/// `since_ms` (Unix milliseconds).
+pub async fn connected_since(db: &Db, user_id: &str, since_ms: i64) -> sqlx::Result<bool> {
+    Ok(db_fetch_optional!(
+        db,
+        (i64,),
+        "SELECT refreshed_ms FROM live_connections WHERE user_id = $1 AND refreshed_ms >= $2 LIMIT 1",
+        user_id,
+        since_ms
+    )?
+    .is_some())
+}
