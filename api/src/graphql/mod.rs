@@ -8,10 +8,11 @@ mod budget;
 mod chat;
 pub mod client;
 mod limits;
+mod subscriptions;
 mod tea;
 pub mod ws;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject, ID};
+use async_graphql::{Context, MergedObject, Object, Schema, SimpleObject, ID};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -30,9 +31,14 @@ pub type GqlResult<T> = async_graphql::Result<T>;
 pub struct Query(TeaQuery, chat::ChatQuery, budget::BudgetQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(tea::TeaMutation, chat::ChatMutation, budget::BudgetMutation);
+pub struct Mutation(
+    tea::TeaMutation,
+    chat::ChatMutation,
+    budget::BudgetMutation,
+    subscriptions::LiveMutation,
+);
 
-pub type FafcabSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type FafcabSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
 /// The schema with the default limits (what `fafcab schema` prints: limits do not change the SDL).
 pub fn schema() -> FafcabSchema {
@@ -41,10 +47,14 @@ pub fn schema() -> FafcabSchema {
 
 /// The schema with the operator's limits.
 pub fn schema_with(limits: &GraphqlSettings) -> FafcabSchema {
-    let builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(limits::QuerySize(limits.max_query_bytes));
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscriptions::Subscription,
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(limits::QuerySize(limits.max_query_bytes));
     if limits.introspection {
         builder.finish()
     } else {
