@@ -329,13 +329,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let got = received.lock().expect("received").clone();
     let sent = sent.lock().expect("sent").clone();
-    let mut lat: Vec<f64> = got
-        .iter()
-        .filter_map(|(k, at)| {
-            sent.get(k)
-                .map(|t0| at.saturating_duration_since(*t0).as_secs_f64() * 1000.0)
-        })
-        .collect();
+    let latency = |(k, at): &(Key, Instant)| {
+        sent.get(k)
+            .map(|t0| at.saturating_duration_since(*t0).as_secs_f64() * 1000.0)
+    };
+    let mut lat: Vec<f64> = got.iter().filter_map(latency).collect();
+    let by_kind = |chat: bool| {
+        let mut v: Vec<f64> = got
+            .iter()
+            .filter(|(k, _)| matches!(k, Key::Message(_)) == chat)
+            .filter_map(latency)
+            .collect();
+        v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+        let p = |q: f64| {
+            v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        format!("p50 {:.1}  p95 {:.1}  p99 {:.1}", p(0.5), p(0.95), p(0.99))
+    };
     let unmatched = got.len() - lat.len();
     lat.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
     let pct = |p: f64| {
@@ -373,6 +385,8 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         lat.last().copied().unwrap_or(0.0)
     );
+    println!("  chatMessages       {}", by_kind(true));
+    println!("  stockUpdates       {}", by_kind(false));
     for s in subs {
         s.abort();
     }
