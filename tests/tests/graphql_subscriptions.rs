@@ -63,6 +63,19 @@ fn err_code(p: &Value) -> &str {
         .unwrap_or("none")
 }
 
+/// A private group chat of u_1 (whose token is `owner`) and u_2.
+async fn kitchen(app: &TestApp, owner: &str) -> String {
+    let chat = app
+        .post(
+            "/chats",
+            owner,
+            json!({"type": "group", "name": "kitchen", "member_ids": ["u_2"]}),
+        )
+        .await;
+    assert_eq!(chat.body["is_private"], true, "{}", chat.text);
+    chat.body["id"].as_str().unwrap().to_string()
+}
+
 async fn post(app: &TestApp, tok: &str, chat: &str, text: &str) {
     let r = app
         .post(
@@ -79,15 +92,7 @@ const MESSAGES: &str = "subscription($c: ID!) { chatMessages(chatId: $c) { id ch
 async fn chat_messages_are_live_and_private(b: Backend) {
     let app = spawn_app(b).await;
     let (u1, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
-    let chat = app
-        .post(
-            "/chats",
-            &u1,
-            json!({"type": "group", "name": "kitchen", "member_ids": ["u_2"]}),
-        )
-        .await;
-    assert_eq!(chat.body["is_private"], true, "{}", chat.text);
-    let chat = chat.body["id"].as_str().unwrap().to_string();
+    let chat = kitchen(&app, &u1).await;
     let filters = app
         .send(
             "PUT",
@@ -259,14 +264,7 @@ async fn stock_updates_for_one_item_and_for_all(b: Backend) {
 async fn typing_and_notifications_reach_their_audience(b: Backend) {
     let app = spawn_app(b).await;
     let (u1, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
-    let chat = app
-        .post(
-            "/chats",
-            &u1,
-            json!({"type": "group", "name": "kitchen", "member_ids": ["u_2"]}),
-        )
-        .await;
-    let chat = chat.body["id"].as_str().unwrap().to_string();
+    let chat = kitchen(&app, &u1).await;
     let mut c2 = Client::connect(&app.ws_url(), &u2).await.unwrap();
     let typing = c2
         .subscribe(

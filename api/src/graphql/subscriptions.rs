@@ -78,6 +78,35 @@ where
     .boxed()
 }
 
+/// Follows a chat the caller may see (else `NOT_FOUND`): each chat event re-checks access and
+/// ends the subscription with `NOT_FOUND` once it is lost; every other event goes to `f`.
+async fn follow_chat<T, F, Fut>(
+    ctx: &Context<'_>,
+    chat_id: &ID,
+    f: F,
+) -> async_graphql::Result<BoxStream<'static, GqlResult<T>>>
+where
+    T: Send + 'static,
+    F: Fn(AppState, Uuid, LiveEvent) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Option<GqlResult<T>>> + Send,
+{
+    let (state, actor) = (state(ctx).clone(), actor(ctx).clone());
+    let (chat, _) = visible(&state, chat_id.as_str(), &actor)
+        .await
+        .map_err(gql_error)?;
+    let rx = subscribe(&state, Topic::Chat(chat))?;
+    let stream = follow(rx, move |e| {
+        let (state, actor, f) = (state.clone(), actor.clone(), f.clone());
+        async move {
+            if !e.ephemeral && e.aggregate_type == "chat" {
+                return still_visible(&state, &actor, chat, &e).await.err().map(Err);
+            }
+            f(state, chat, e).await
+        }
+    });
+    super::ws::guard(ctx, stream).map(StreamExt::boxed)
+}
+
 /// Waits until projection `name` has applied `e` (bounded), so reads see it.
 async fn applied(state: &AppState, name: &str, e: &LiveEvent) {
     if !state
@@ -191,35 +220,23 @@ impl Subscription {
         ctx: &Context<'_>,
         chat_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, GqlResult<Message>>> {
-        let (state, actor) = (state(ctx).clone(), actor(ctx).clone());
-        let (chat, _) = visible(&state, chat_id.as_str(), &actor)
-            .await
-            .map_err(gql_error)?;
-        let rx = subscribe(&state, Topic::Chat(chat))?;
-        let stream = follow(rx, move |e| {
-            let (state, actor) = (state.clone(), actor.clone());
-            async move {
-                if e.ephemeral {
-                    return None;
-                }
-                if e.aggregate_type == "chat" {
-                    return still_visible(&state, &actor, chat, &e).await.err().map(Err);
-                }
-                if e.aggregate_type != "message" || !MESSAGE_EVENTS.contains(&e.event_type.as_str())
-                {
-                    return None;
-                }
-                let id = Uuid::parse_str(&e.aggregate_id).ok()?;
-                applied(&state, "chat", &e).await;
-                match message_by_id(&state, id).await {
-                    Ok(Some(m)) => Some(Ok(m)),
-                    // Expired (retention) since: nothing left to show.
-                    Ok(None) => None,
-                    Err(err) => Some(Err(err)),
-                }
+        follow_chat(ctx, &chat_id, |state, _, e| async move {
+            if e.ephemeral
+                || e.aggregate_type != "message"
+                || !MESSAGE_EVENTS.contains(&e.event_type.as_str())
+            {
+                return None;
             }
-        });
-        super::ws::guard(ctx, stream).map(StreamExt::boxed)
+            let id = Uuid::parse_str(&e.aggregate_id).ok()?;
+            applied(&state, "chat", &e).await;
+            match message_by_id(&state, id).await {
+                Ok(Some(m)) => Some(Ok(m)),
+                // Expired (retention) since: nothing left to show.
+                Ok(None) => None,
+                Err(err) => Some(Err(err)),
+            }
+        })
+        .await
     }
 
     /// Every change of one item's stock (`itemId`), or of every item's.
@@ -274,29 +291,18 @@ impl Subscription {
         ctx: &Context<'_>,
         chat_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, GqlResult<Typing>>> {
-        let (state, actor) = (state(ctx).clone(), actor(ctx).clone());
-        let (chat, _) = visible(&state, chat_id.as_str(), &actor)
-            .await
-            .map_err(gql_error)?;
-        let rx = subscribe(&state, Topic::Chat(chat))?;
-        let stream = follow(rx, move |e| {
-            let (state, actor) = (state.clone(), actor.clone());
-            async move {
-                if !e.ephemeral && e.aggregate_type == "chat" {
-                    return still_visible(&state, &actor, chat, &e).await.err().map(Err);
-                }
-                if !e.ephemeral || e.event_type != "chat.typing" {
-                    return None;
-                }
-                Some(Ok(Typing {
-                    chat_id: ID(chat.to_string()),
-                    user_id: e.payload["user_id"].as_str()?.to_string(),
-                    typing: e.payload["state"].as_str() != Some("off"),
-                    at: e.recorded_at,
-                }))
+        follow_chat(ctx, &chat_id, |_, chat, e| async move {
+            if !e.ephemeral || e.event_type != "chat.typing" {
+                return None;
             }
-        });
-        super::ws::guard(ctx, stream).map(StreamExt::boxed)
+            Some(Ok(Typing {
+                chat_id: ID(chat.to_string()),
+                user_id: e.payload["user_id"].as_str()?.to_string(),
+                typing: e.payload["state"].as_str() != Some("off"),
+                at: e.recorded_at,
+            }))
+        })
+        .await
     }
 
     /// New notifications in the caller's inbox (addressed to them, one of their roles, or
