@@ -15,6 +15,7 @@ on_both_backends!(
     chat_messages_are_live_and_private,
     stock_updates_for_one_item_and_for_all,
     typing_and_notifications_reach_their_audience,
+    read_receipts_are_live,
     expired_token_ends_subscriptions,
     subscriptions_per_connection_are_bounded
 );
@@ -346,6 +347,68 @@ async fn typing_and_notifications_reach_their_audience(b: Backend) {
         "{p}"
     );
     assert_eq!(c9.next_within(Duration::from_millis(1500)).await, None);
+}
+
+async fn gql(app: &TestApp, tok: &str, query: &str, variables: Value) -> Value {
+    let r = app
+        .send(
+            "POST",
+            "/graphql",
+            Some(tok),
+            Some(json!({"query": query, "variables": variables})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+async fn read_receipts_are_live(b: Backend) {
+    let app = spawn_app(b).await;
+    let (u1, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
+    let chat = kitchen(&app, &u1).await;
+    let mut c1 = Client::connect(&app.ws_url(), &u1).await.unwrap();
+    let receipts = c1
+        .subscribe(
+            "subscription($c: ID!) { readReceipts(chatId: $c) { chatId userId lastReadMessageId lastReadAt } }",
+            json!({"c": chat}),
+        )
+        .await
+        .unwrap();
+    let mut c2 = Client::connect(&app.ws_url(), &u2).await.unwrap();
+    let msgs = c2.subscribe(MESSAGES, json!({"c": chat})).await.unwrap();
+    subscribers(&app, 2).await;
+    post(&app, &u1, &chat, "read me").await;
+    let msg = next_of(&mut c2, &msgs).await["data"]["chatMessages"]["id"].clone();
+    let unread = "query($c: ID!) { unreadCount(chatId: $c) }";
+    assert_eq!(
+        gql(&app, &u2, unread, json!({"c": chat})).await["data"]["unreadCount"],
+        1
+    );
+    let mark = "mutation($c: ID!, $m: ID!) { markRead(chatId: $c, messageId: $m) { userId lastReadMessageId } }";
+    let vars = json!({"c": chat, "m": msg});
+    let refused = gql(&app, &out, mark, vars.clone()).await;
+    assert_eq!(err_code(&refused), "NOT_FOUND", "{refused}");
+    let marked = gql(&app, &u2, mark, vars).await;
+    assert_eq!(
+        marked["data"]["markRead"],
+        json!({"userId": "u_2", "lastReadMessageId": msg})
+    );
+    let r = next_of(&mut c1, &receipts).await;
+    let r = &r["data"]["readReceipts"];
+    assert_eq!(
+        (
+            r["chatId"].clone(),
+            r["userId"].clone(),
+            r["lastReadMessageId"].clone()
+        ),
+        (json!(chat), json!("u_2"), msg)
+    );
+    assert!(r["lastReadAt"].is_string(), "{r}");
+    assert_eq!(
+        gql(&app, &u2, unread, json!({"c": chat})).await["data"]["unreadCount"],
+        0
+    );
 }
 
 async fn expired_token_ends_subscriptions(b: Backend) {

@@ -28,7 +28,12 @@ use crate::state::AppState;
 pub type GqlResult<T> = async_graphql::Result<T>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(TeaQuery, chat::ChatQuery, budget::BudgetQuery);
+pub struct Query(
+    TeaQuery,
+    chat::ChatQuery,
+    budget::BudgetQuery,
+    subscriptions::LiveQuery,
+);
 
 #[derive(MergedObject, Default)]
 pub struct Mutation(

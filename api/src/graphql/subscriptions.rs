@@ -150,6 +150,30 @@ pub struct StockUpdate {
     item: Item,
 }
 
+/// Where a member has read a chat up to.
+#[derive(SimpleObject)]
+pub struct ReadPosition {
+    chat_id: ID,
+    user_id: String,
+    last_read_message_id: Option<ID>,
+    last_read_at: Option<DateTime<Utc>>,
+}
+
+impl ReadPosition {
+    fn from_json(v: &Value) -> Self {
+        let s = |k: &str| v[k].as_str().map(str::to_string);
+        ReadPosition {
+            chat_id: ID(s("chat_id").unwrap_or_default()),
+            user_id: s("user_id").unwrap_or_default(),
+            last_read_message_id: s("last_read_message_id").map(ID),
+            last_read_at: v["last_read_at"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+        }
+    }
+}
+
 /// Someone typing in a chat (not stored: signals of this server only).
 #[derive(SimpleObject)]
 pub struct Typing {
@@ -305,6 +329,31 @@ impl Subscription {
         .await
     }
 
+    /// Read receipts of one chat (members only): a member's read position each time it moves
+    /// (the event carries every field).
+    async fn read_receipts(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+    ) -> async_graphql::Result<BoxStream<'static, GqlResult<ReadPosition>>> {
+        follow_chat(ctx, &chat_id, |_, chat, e| async move {
+            if e.aggregate_type != "read_position" || e.event_type != "ReadPositionMoved" {
+                return None;
+            }
+            let p = &e.payload;
+            Some(Ok(ReadPosition {
+                chat_id: ID(chat.to_string()),
+                user_id: p["user_id"].as_str()?.to_string(),
+                last_read_message_id: p["message_id"].as_str().map(|m| ID(m.to_string())),
+                last_read_at: p["at"]
+                    .as_str()
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
+            }))
+        })
+        .await
+    }
+
     /// New notifications in the caller's inbox (addressed to them, one of their roles, or
     /// everyone), oldest first, from the moment of subscribing.
     async fn notifications(
@@ -394,10 +443,44 @@ impl Inbox {
 }
 
 #[derive(Default)]
+pub struct LiveQuery;
+
+#[Object]
+impl LiveQuery {
+    /// Messages of a chat after the caller's read position, not their own, not deleted.
+    async fn unread_count(&self, ctx: &Context<'_>, chat_id: ID) -> GqlResult<i64> {
+        let (state, actor) = (state(ctx), actor(ctx));
+        let (chat, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
+        projections::chat::queries::unread_count(&state.db, &chat.to_string(), &actor.user_id)
+            .await
+            .map_err(|e| gql_error(e.into()))
+    }
+}
+
+#[derive(Default)]
 pub struct LiveMutation;
 
 #[Object]
 impl LiveMutation {
+    /// Moves the caller's read position in a chat to `messageId` (never backwards); members only.
+    async fn mark_read(
+        &self,
+        ctx: &Context<'_>,
+        chat_id: ID,
+        message_id: ID,
+    ) -> GqlResult<ReadPosition> {
+        let (state, actor) = (state(ctx), actor(ctx));
+        let (chat, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
+        let position = crate::routes::chat::mark_read(state, actor, chat, message_id.as_str())
+            .await
+            .map_err(gql_error)?;
+        Ok(ReadPosition::from_json(&position))
+    }
+
     /// Tells a chat's `typing` subscribers on this server that the caller is (or stopped)
     /// typing. Members only; at most 2 per second per user (bursts of 5).
     async fn typing(
