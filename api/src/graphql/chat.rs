@@ -113,7 +113,7 @@ pub struct Reaction {
     created_at: DateTime<Utc>,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Attachment {
     id: ID,
     url: String,
@@ -122,7 +122,7 @@ pub struct Attachment {
 }
 
 /// A message; `text` is null once it is deleted.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Message {
     id: ID,
     chat_id: ID,

@@ -68,7 +68,7 @@ pub fn schema_with(limits: &GraphqlSettings) -> FafcabSchema {
 }
 
 /// A consumable with its live stock.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Item {
     id: ID,
     name: String,

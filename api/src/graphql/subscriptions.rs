@@ -7,9 +7,9 @@
 //! subscription ends: it re-reads over queries and subscribes again. Every subscription ends
 //! with `UNAUTHORIZED` when the connection's token expires (see `ws`).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_graphql::{Context, ErrorExtensions, Json, Object, SimpleObject, Subscription, ID};
@@ -19,6 +19,7 @@ use futures::StreamExt;
 use projections::live::{LiveError, LiveEvent, LiveReceiver, Topic};
 use projections::sinks::notifications::{self as n, NotificationRow, Reader};
 use serde_json::{json, Value};
+use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::chat::{message_by_id, Message};
@@ -33,6 +34,8 @@ use crate::state::AppState;
 pub const NOTIFICATION_POLL: Duration = Duration::from_millis(500);
 /// Rows committed this long after their `seq` was taken are still picked up.
 const NOTIFICATION_LOOKBACK_MICROS: i64 = 5_000_000;
+/// Rendered events remembered for the other subscribers of the same event (then forgotten).
+const SHARED_RENDERS: usize = 4_096;
 /// Typing signals per user: 2 per second, bursts of 5.
 static TYPING: LazyLock<RateLimiter> = LazyLock::new(|| RateLimiter::new(2.0, 5.0));
 
@@ -106,6 +109,35 @@ where
     });
     super::ws::guard(ctx, stream).map(StreamExt::boxed)
 }
+
+/// Renders shared by the subscribers of one event in this process: the first one to ask reads
+/// the read model, the others wait for its answer (keyed by event id, so apps on different
+/// databases in one process never mix). Errors are not remembered.
+struct Shared<T>(Mutex<HashMap<Uuid, Arc<OnceCell<Option<T>>>>>);
+
+impl<T: Clone> Shared<T> {
+    fn new() -> Self {
+        Shared(Mutex::new(HashMap::new()))
+    }
+
+    async fn get<F, Fut>(&self, e: &LiveEvent, render: F) -> GqlResult<Option<T>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = GqlResult<Option<T>>>,
+    {
+        let cell = {
+            let mut map = self.0.lock().expect("shared renders");
+            if map.len() >= SHARED_RENDERS {
+                map.clear();
+            }
+            map.entry(e.event_id).or_default().clone()
+        };
+        cell.get_or_try_init(render).await.cloned()
+    }
+}
+
+static MESSAGES: LazyLock<Shared<Message>> = LazyLock::new(Shared::new);
+static ITEMS: LazyLock<Shared<Item>> = LazyLock::new(Shared::new);
 
 /// Waits until projection `name` has applied `e` (bounded), so reads see it.
 async fn applied(state: &AppState, name: &str, e: &LiveEvent) {
@@ -252,8 +284,11 @@ impl Subscription {
                 return None;
             }
             let id = Uuid::parse_str(&e.aggregate_id).ok()?;
-            applied(&state, "chat", &e).await;
-            match message_by_id(&state, id).await {
+            let render = || async {
+                applied(&state, "chat", &e).await;
+                message_by_id(&state, id).await
+            };
+            match MESSAGES.get(&e, render).await {
                 Ok(Some(m)) => Some(Ok(m)),
                 // Expired (retention) since: nothing left to show.
                 Ok(None) => None,
@@ -288,13 +323,16 @@ impl Subscription {
             let state = state.clone();
             async move {
                 let reason = stock_reason(&e.event_type)?;
-                applied(&state, "tea", &e).await;
-                let row = projections::tea::queries::get_item(&state.db, &e.aggregate_id)
-                    .await
-                    .map_err(|err| gql_error(err.into()));
-                Some(row.and_then(|row| {
-                    let item =
-                        Item::from(row.ok_or_else(|| gql_error(ApiError::not_found("item")))?);
+                let render = || async {
+                    applied(&state, "tea", &e).await;
+                    projections::tea::queries::get_item(&state.db, &e.aggregate_id)
+                        .await
+                        .map(|row| row.map(Item::from))
+                        .map_err(|err| gql_error(err.into()))
+                };
+                let row = ITEMS.get(&e, render).await;
+                Some(row.and_then(|item| {
+                    let item = item.ok_or_else(|| gql_error(ApiError::not_found("item")))?;
                     Ok(StockUpdate {
                         item_id: item.id.clone(),
                         stock_qty: item.stock_qty,
