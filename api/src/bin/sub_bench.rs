@@ -49,7 +49,8 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pg: String,
-    #[arg(long, default_value_t = 18_182)]
+    /// Port for the server under test (0: a free one).
+    #[arg(long, default_value_t = 0)]
     port: u16,
 }
 
@@ -135,7 +136,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db = fresh_db(&args).await?;
     let exe = std::env::current_exe()?.with_file_name("fafcab");
-    let addr = format!("127.0.0.1:{}", args.port);
+    let port = match args.port {
+        0 => std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port(),
+        p => p,
+    };
+    let addr = format!("127.0.0.1:{port}");
     let _server = Server(
         Command::new(&exe)
             .arg("serve")
@@ -316,8 +323,14 @@ async fn main() -> anyhow::Result<()> {
     }
     let mut failed = 0;
     for c in cmds {
-        if !matches!(c.await, Ok(Ok(_))) {
-            failed += 1;
+        match c.await {
+            Ok(Ok(_)) => {}
+            other => {
+                if failed == 0 {
+                    eprintln!("first failed command: {other:?}");
+                }
+                failed += 1;
+            }
         }
     }
     // Let the last frames arrive.
