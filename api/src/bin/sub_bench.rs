@@ -250,7 +250,10 @@ async fn main() -> anyhow::Result<()> {
                         };
                         received.lock().expect("received").push((key, at));
                     }
-                    Frame::Closed(..) => return Ok::<_, anyhow::Error>(()),
+                    Frame::Closed(code, reason) => {
+                        eprintln!("closed by the server: {code:?} {reason}");
+                        return Ok::<_, anyhow::Error>(());
+                    }
                     _ => {}
                 }
             }
