@@ -98,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::routes::sharing::router())
         .merge(crate::routes::audit::router())
         .merge(crate::routes::ws::router())
-        .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::graphiql))
+        .route("/graphql", axum::routing::post(crate::graphql::execute).get(crate::graphql::get))
         .route("/graphql/schema.graphql", axum::routing::get(crate::graphql::sdl))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -148,7 +148,7 @@ impl Application {
             live: projections::live::LiveHub::start(store.clone()).await?,
             connections: crate::presence::Connections::start(store.db()),
             known_profiles: Default::default(),
-            graphql: crate::graphql::schema(),
+            graphql: crate::graphql::schema_with(&settings.graphql),
             db: store.db(),
             bus,
             store,

@@ -38,6 +38,14 @@ pub fn issue(
 
 /// Verifies a token and returns the actor. Unknown role names grant nothing.
 pub fn verify(secret: &str, token: &str) -> Result<Actor, ApiError> {
+    verify_until(secret, token).map(|(actor, _)| actor)
+}
+
+/// Like `verify`, with the token's expiry (a WebSocket ends its subscriptions then).
+pub fn verify_until(
+    secret: &str,
+    token: &str,
+) -> Result<(Actor, chrono::DateTime<chrono::Utc>), ApiError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 5;
     validation.set_required_spec_claims(&["exp", "sub"]);
@@ -57,7 +65,9 @@ pub fn verify(secret: &str, token: &str) -> Result<Actor, ApiError> {
         .iter()
         .filter_map(|r| Role::parse(r))
         .collect();
-    Ok(Actor::new(sub, roles))
+    let exp = chrono::DateTime::from_timestamp(data.claims.exp, 0)
+        .ok_or_else(|| ApiError::Unauthorized("invalid token: bad exp".into()))?;
+    Ok((Actor::new(sub, roles), exp))
 }
 
 /// The authenticated caller.

@@ -31,6 +31,41 @@ pub struct Settings {
     pub run_workers: bool,
     /// Time between two passes of the retention job (`FAFCAB_RETENTION_INTERVAL_SECS`).
     pub retention_interval: Duration,
+    /// GraphQL limits and WebSocket timings (`FAFCAB_GRAPHQL_*`).
+    pub graphql: GraphqlSettings,
+}
+
+/// Bounds of the GraphQL endpoint and its `graphql-transport-ws` connections.
+#[derive(Debug, Clone)]
+pub struct GraphqlSettings {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    /// Longest query text, in bytes.
+    pub max_query_bytes: usize,
+    pub introspection: bool,
+    /// A WebSocket that sends no `connection_init` within this is closed with 4408.
+    pub init_timeout: Duration,
+    /// The server pings every interval; a client silent for three intervals is dropped.
+    pub ping_interval: Duration,
+    /// Subscriptions one connection may run at once.
+    pub max_subscriptions: usize,
+    /// A client that takes longer than this to take one frame is disconnected.
+    pub send_timeout: Duration,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 10,
+            max_complexity: 500,
+            max_query_bytes: 16_384,
+            introspection: true,
+            init_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(15),
+            max_subscriptions: 100,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -56,6 +91,7 @@ impl std::fmt::Debug for Settings {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("expiry_window_days", &self.expiry_window_days)
             .field("run_workers", &self.run_workers)
+            .field("graphql", &self.graphql)
             .finish()
     }
 }
@@ -110,6 +146,27 @@ impl Settings {
             retention_interval: Duration::from_secs(
                 parse("FAFCAB_RETENTION_INTERVAL_SECS", "3600")?.clamp(10, 30 * 86_400) as u64,
             ),
+            graphql: GraphqlSettings {
+                max_depth: parse("FAFCAB_GRAPHQL_MAX_DEPTH", "10")?.clamp(2, 100) as usize,
+                max_complexity: parse("FAFCAB_GRAPHQL_MAX_COMPLEXITY", "500")?.clamp(10, 100_000)
+                    as usize,
+                max_query_bytes: parse("FAFCAB_GRAPHQL_MAX_QUERY_BYTES", "16384")?
+                    .clamp(256, 1 << 20) as usize,
+                introspection: match var("FAFCAB_GRAPHQL_INTROSPECTION").as_deref() {
+                    None | Some("true") | Some("1") => true,
+                    Some("false") | Some("0") => false,
+                    Some(_) => anyhow::bail!("FAFCAB_GRAPHQL_INTROSPECTION must be true or false"),
+                },
+                init_timeout: Duration::from_secs(
+                    parse("FAFCAB_WS_INIT_TIMEOUT_SECS", "10")?.clamp(1, 300) as u64,
+                ),
+                ping_interval: Duration::from_secs(
+                    parse("FAFCAB_WS_PING_SECS", "15")?.clamp(1, 300) as u64,
+                ),
+                max_subscriptions: parse("FAFCAB_WS_MAX_SUBSCRIPTIONS", "100")?.clamp(1, 10_000)
+                    as usize,
+                ..GraphqlSettings::default()
+            },
         })
     }
 
@@ -131,6 +188,7 @@ impl Settings {
             read_your_writes: Duration::from_secs(5),
             run_workers: true,
             retention_interval: Duration::from_secs(3600),
+            graphql: GraphqlSettings::default(),
         }
     }
 }

@@ -128,6 +128,11 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// The `graphql-transport-ws` endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("{}/graphql", self.base.replacen("http://", "ws://", 1))
+    }
+
     pub async fn send(
         &self,
         method: &str,

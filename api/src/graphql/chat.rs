@@ -113,7 +113,7 @@ pub struct Reaction {
     created_at: DateTime<Utc>,
 }
 
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Attachment {
     id: ID,
     url: String,
@@ -122,7 +122,7 @@ pub struct Attachment {
 }
 
 /// A message; `text` is null once it is deleted.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Message {
     id: ID,
     chat_id: ID,
@@ -354,13 +354,22 @@ async fn visible_chat(state: &AppState, actor: &Actor, id: &ID) -> GqlResult<(Uu
 }
 
 async fn message(state: &AppState, id: Uuid) -> GqlResult<Message> {
-    let row = q::message(&state.db, &id.to_string())
+    message_by_id(state, id)
+        .await?
+        .ok_or_else(|| gql_error(ApiError::not_found("message")))
+}
+
+/// A message with its reactions as the read model has it, if it is (still) there.
+pub(super) async fn message_by_id(state: &AppState, id: Uuid) -> GqlResult<Option<Message>> {
+    let Some(row) = q::message(&state.db, &id.to_string())
         .await
         .map_err(|e| gql_error(e.into()))?
-        .ok_or_else(|| gql_error(ApiError::not_found("message")))?;
+    else {
+        return Ok(None);
+    };
     let mut r = reactions(state, std::slice::from_ref(&row)).await?;
     let rs = r.remove(&row.id).unwrap_or_default();
-    Ok(Message::from_row(row, rs))
+    Ok(Some(Message::from_row(row, rs)))
 }
 
 async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: &Executed<A>) {

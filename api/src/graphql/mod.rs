@@ -1,13 +1,18 @@
-//! GraphQL over HTTP (`POST /graphql`), its SDL (`GET /graphql/schema.graphql`, and
-//! `schema.graphql` at the root, kept equal by a test) and GraphiQL (`GET /graphql`). Queries read
-//! the same read models as REST; mutations go through the same command layer. Same auth as REST (a
-//! bearer token, else 401), and every query is bounded in depth and complexity. Subscriptions come
-//! with the live hub.
+//! GraphQL over HTTP (`POST /graphql`), over `graphql-transport-ws` (the same path upgraded, see
+//! `ws`), its SDL (`GET /graphql/schema.graphql`, and `schema.graphql` at the root, kept equal by a
+//! test) and GraphiQL (`GET /graphql`). Queries read the same read models as REST; mutations go
+//! through the same command layer. Same auth as REST (a bearer token, else 401), and every query
+//! is bounded in size, depth and complexity.
 
+mod budget;
 mod chat;
+pub mod client;
+mod limits;
+mod subscriptions;
 mod tea;
+pub mod ws;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Object, Schema, SimpleObject, ID};
+use async_graphql::{Context, MergedObject, Object, Schema, SimpleObject, ID};
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -15,32 +20,55 @@ use projections::page::Page;
 use projections::tea::queries::{self as q, ItemFilter};
 
 use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::settings::GraphqlSettings;
 use crate::state::AppState;
-
-pub const MAX_DEPTH: usize = 10;
-pub const MAX_COMPLEXITY: usize = 500;
 
 pub type GqlResult<T> = async_graphql::Result<T>;
 
 #[derive(MergedObject, Default)]
-pub struct Query(TeaQuery, chat::ChatQuery);
+pub struct Query(
+    TeaQuery,
+    chat::ChatQuery,
+    budget::BudgetQuery,
+    subscriptions::LiveQuery,
+);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(tea::TeaMutation, chat::ChatMutation);
+pub struct Mutation(
+    tea::TeaMutation,
+    chat::ChatMutation,
+    budget::BudgetMutation,
+    subscriptions::LiveMutation,
+);
 
-pub type FafcabSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type FafcabSchema = Schema<Query, Mutation, subscriptions::Subscription>;
 
+/// The schema with the default limits (what `fafcab schema` prints: limits do not change the SDL).
 pub fn schema() -> FafcabSchema {
-    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+    schema_with(&GraphqlSettings::default())
+}
+
+/// The schema with the operator's limits.
+pub fn schema_with(limits: &GraphqlSettings) -> FafcabSchema {
+    let builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        subscriptions::Subscription,
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(limits::QuerySize(limits.max_query_bytes));
+    if limits.introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// A consumable with its live stock.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone)]
 pub struct Item {
     id: ID,
     name: String,
@@ -215,11 +243,26 @@ pub async fn sdl(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /graphql`: GraphiQL, for people with a browser and a token.
-pub async fn graphiql() -> ApiResult<Html<String>> {
-    Ok(Html(
+/// `GET /graphql`: a `graphql-transport-ws` upgrade, else GraphiQL (for people with a browser and
+/// a token).
+pub async fn get(
+    State(state): State<AppState>,
+    upgrade: Result<
+        axum::extract::ws::WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::upgrade(state, upgrade),
+        Err(_) => graphiql().into_response(),
+    }
+}
+
+fn graphiql() -> Html<String> {
+    Html(
         async_graphql::http::GraphiQLSource::build()
             .endpoint("/graphql")
+            .subscription_endpoint("/graphql")
             .finish(),
-    ))
+    )
 }

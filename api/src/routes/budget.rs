@@ -115,7 +115,7 @@ fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::
         .transpose()
 }
 
-fn check_currency(c: &str) -> Result<(), ApiError> {
+pub(crate) fn check_currency(c: &str) -> Result<(), ApiError> {
     domain::tea::validate::currency(c).map_err(ApiError::validation)
 }
 
@@ -141,7 +141,7 @@ pub struct TransactionDto {
     pub reversal_reason: Option<String>,
 }
 
-fn transaction_from_row(r: q::TransactionRow) -> TransactionDto {
+pub(crate) fn transaction_from_row(r: q::TransactionRow) -> TransactionDto {
     TransactionDto {
         id: r.id,
         kind: r.kind,
@@ -445,7 +445,7 @@ pub struct DebtDto {
     pub updated_at: DateTime<Utc>,
 }
 
-fn debt_from_row(r: q::DebtRow) -> DebtDto {
+pub(crate) fn debt_from_row(r: q::DebtRow) -> DebtDto {
     let amount: Decimal = r.amount.parse().unwrap_or_default();
     let paid: Decimal = r.amount_paid.parse().unwrap_or_default();
     DebtDto {

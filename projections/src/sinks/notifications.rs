@@ -231,6 +231,34 @@ pub async fn list(
     Ok((rows, next))
 }
 
+/// Up to `limit` notifications the reader sees with `seq > after`, oldest first (for the live
+/// `notifications` subscription).
+pub async fn list_since(
+    db: &Db,
+    r: &Reader<'_>,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<NotificationRow>> {
+    let sql = format!(
+        "SELECT n.id, n.event_id, n.type AS kind, n.title, n.body, n.data, n.created_at, rd.read_at, n.seq \
+         FROM notifications n LEFT JOIN notification_reads rd ON rd.notification_id = n.id AND rd.user_id = $1 \
+         WHERE {VISIBLE} AND n.seq > $7 ORDER BY n.seq LIMIT $8"
+    );
+    db_fetch_all!(
+        db,
+        NotificationRow,
+        &sql,
+        r.user_id,
+        r.role(0),
+        r.role(1),
+        r.role(2),
+        r.role(3),
+        r.role(4),
+        after,
+        limit.clamp(1, 200)
+    )
+}
+
 pub async fn get(db: &Db, r: &Reader<'_>, id: &str) -> sqlx::Result<Option<NotificationRow>> {
     let sql = format!(
         "SELECT n.id, n.event_id, n.type AS kind, n.title, n.body, n.data, n.created_at, rd.read_at, n.seq \
