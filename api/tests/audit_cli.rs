@@ -34,6 +34,17 @@ fn verify_export(path: &std::path::Path, extra: &[&str]) -> (i32, String) {
     )
 }
 
+/// `fafcab audit export --ledger <ledger> --format <format> --output <path>`.
+fn export_to(url: &str, ledger: &str, format: &str, path: &std::path::Path) -> (i32, String) {
+    let path = path.to_str().unwrap();
+    run(
+        url,
+        &[
+            "audit", "export", "--ledger", ledger, "--format", format, "--output", path,
+        ],
+    )
+}
+
 fn temp_file(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join("fafcab-tests");
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,19 +243,7 @@ async fn exports_verify_with_the_documented_script(pg: bool) {
     assert!(ledger_events >= 8, "{ledger_events}");
 
     let json = temp_file("budget.jsonl");
-    let (code, out) = run(
-        &url,
-        &[
-            "audit",
-            "export",
-            "--ledger",
-            "budget",
-            "--format",
-            "json",
-            "--output",
-            json.to_str().unwrap(),
-        ],
-    );
+    let (code, out) = export_to(&url, "budget", "json", &json);
     assert_eq!(code, 0, "{out}");
     assert!(
         out.starts_with(&format!("exported {ledger_events} events up to position ")),
@@ -285,19 +284,7 @@ async fn exports_verify_with_the_documented_script(pg: bool) {
     let words: Vec<&str> = out.split_whitespace().collect();
     let (position, hash) = (words[1], words[3]);
     let all = temp_file("all.csv");
-    let (code, out) = run(
-        &url,
-        &[
-            "audit",
-            "export",
-            "--ledger",
-            "all",
-            "--format",
-            "csv",
-            "--output",
-            all.to_str().unwrap(),
-        ],
-    );
+    let (code, out) = export_to(&url, "all", "csv", &all);
     assert_eq!(code, 0, "{out}");
     let (code, out) = verify_export(&all, &["--digest", hash, "--position", position]);
     assert_eq!(code, 0, "{out}");
