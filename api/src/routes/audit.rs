@@ -8,7 +8,7 @@ use domain::Role;
 use serde_json::{json, Value};
 
 use crate::auth::Auth;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -21,11 +21,27 @@ pub fn router() -> Router<AppState> {
 /// proves the log up to that point unchanged.
 async fn digest(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require_any(&[Role::Auditor, Role::Admin])?;
-    let d = state.store.log_digest().await?;
+    let d = state.store.log_digest().await.map_err(busy_or_internal)?;
     Ok(Json(json!({
         "position": d.position,
         "hash": d.hex(),
         "computed_at": Utc::now().trunc_subsecs(6),
         "events": d.events,
     })))
+}
+
+/// The digest waits at most 10 s for appends in flight (`lock_timeout`); when that runs out the
+/// log is busy, not broken: 503 `UNAVAILABLE`, so the caller retries.
+fn busy_or_internal(e: anyhow::Error) -> ApiError {
+    let lock_timeout = e.chain().any(|c| {
+        c.downcast_ref::<sqlx::Error>()
+            .and_then(|s| s.as_database_error())
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "55P03")
+    });
+    if lock_timeout {
+        ApiError::Unavailable("the log is busy with appends; try again".into())
+    } else {
+        e.into()
+    }
 }
