@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use domain::chat::{
     Chat, Message, MessageCommand, MessageType, Operation, OperationCommand, OperationEvent,
     Submission,
@@ -18,6 +20,12 @@ use crate::{CommandBus, CommandError, Context, Executed, Idempotency};
 
 /// Leadership and checkpoint name of the worker.
 pub const WORKER: &str = "pm.messages";
+
+/// A submission and when it was accepted.
+type Timed = (Submission, chrono::DateTime<chrono::Utc>);
+
+/// How many chats the message worker posts into at once (each chat's messages stay in order).
+pub const POST_CONCURRENCY: usize = 16;
 
 fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
@@ -166,7 +174,10 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
             }
             continue;
         }
-        let mut handled = false;
+        // Submissions of one chat are posted in log order; chats are independent, so up to
+        // `POST_CONCURRENCY` of them are posted at once (each post waits on several reads and two
+        // appends: in sequence, one busy chat would hold every other chat's messages back).
+        let mut per_chat: Vec<(uuid::Uuid, Vec<Timed>)> = Vec::new();
         for e in &batch.events {
             if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
                 continue;
@@ -176,10 +187,26 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
             else {
                 continue;
             };
-            post_submitted_at(bus, &submission, Some(at))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            handled = true;
+            match per_chat.iter_mut().find(|(c, _)| *c == submission.chat_id) {
+                Some((_, subs)) => subs.push((submission, at)),
+                None => per_chat.push((submission.chat_id, vec![(submission, at)])),
+            }
+        }
+        let handled = !per_chat.is_empty();
+        let results: Vec<Result<(), CommandError>> = futures::stream::iter(per_chat)
+            .map(|(_, subs)| async move {
+                for (sub, at) in &subs {
+                    post_submitted_at(bus, sub, Some(*at)).await?;
+                }
+                Ok(())
+            })
+            .buffer_unordered(POST_CONCURRENCY)
+            .collect()
+            .await;
+        // Any failure: the checkpoint stays, and the whole batch is read again (posting is
+        // idempotent: settled operations are skipped, a posted message is only completed).
+        if let Some(e) = results.into_iter().find_map(Result::err) {
+            return Err(anyhow::anyhow!("{e}"));
         }
         let to = batch.events.last().expect("non-empty").checkpoint();
         if handled || to.position - cp.position > 1_000 {
