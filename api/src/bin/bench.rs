@@ -9,7 +9,6 @@
 //! target/release/fafcab-bench --backend sqlite   --clients 32 --items 200 --seconds 10
 //! ```
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +17,6 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use domain::Role;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 #[derive(Parser)]
 #[command(about = "Consume-command load generator for fafcab")]
@@ -47,69 +45,17 @@ struct Args {
     port: u16,
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const SECRET: &str = "bench-secret";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = match args.backend.as_str() {
-        "sqlite" => {
-            let dir = std::env::temp_dir()
-                .join(format!("fafcab-bench-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir)?;
-            format!("sqlite://{}", dir.join("bench.db").display())
-        }
-        "postgres" => {
-            let name = format!("fafcab_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&args.pg)
-                .await
-                .context("connect to PostgreSQL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut c)
-                .await?;
-            format!(
-                "{}/{name}",
-                args.pg.rsplit_once('/').context("bad --pg URL")?.0
-            )
-        }
-        other => bail!("unknown backend {other:?}"),
-    };
-    let exe = std::env::current_exe()?.with_file_name("fafcab");
-    let addr = format!("127.0.0.1:{}", args.port);
-    let _server = Server(
-        Command::new(&exe)
-            .arg("serve")
-            .env("DATABASE_URL", &db)
-            .env("FAFCAB_ADDR", &addr)
-            .env("AUTH_JWT_SECRET", SECRET)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("failed to start {}", exe.display()))?,
-    );
-    let base = format!("http://{addr}");
+    let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
+    let server = api::benchkit::Server::start(&db, args.port, SECRET, &[]).await?;
+    let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)
         .build()?;
-    let started = Instant::now();
-    loop {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("server did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let admin = api::auth::issue(
         SECRET,
         "u_bench",

@@ -14,7 +14,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,6 @@ use api::graphql::client::{Client, Frame};
 use clap::Parser;
 use domain::Role;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 #[derive(Parser)]
 #[command(about = "GraphQL subscription delivery bench for fafcab")]
@@ -54,15 +52,6 @@ struct Args {
     port: u16,
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const SECRET: &str = "bench-secret";
 
 /// What a frame answers: a posted message's text, or an item's stock after a consumption.
@@ -74,33 +63,6 @@ enum Key {
 
 fn token(user: &str, roles: &[Role]) -> anyhow::Result<String> {
     api::auth::issue(SECRET, user, roles, chrono::Duration::hours(2))
-}
-
-async fn fresh_db(args: &Args) -> anyhow::Result<String> {
-    Ok(match args.backend.as_str() {
-        "sqlite" => {
-            let dir = std::env::temp_dir().join(format!(
-                "fafcab-sub-bench-{}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            std::fs::create_dir_all(&dir)?;
-            format!("sqlite://{}", dir.join("bench.db").display())
-        }
-        "postgres" => {
-            let name = format!("fafcab_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&args.pg)
-                .await
-                .context("connect to PostgreSQL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut c)
-                .await?;
-            format!(
-                "{}/{name}",
-                args.pg.rsplit_once('/').context("bad --pg URL")?.0
-            )
-        }
-        other => bail!("unknown backend {other:?}"),
-    })
 }
 
 async fn post(
@@ -134,37 +96,17 @@ type Received = Arc<Mutex<Vec<(Key, Instant)>>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = fresh_db(&args).await?;
-    let exe = std::env::current_exe()?.with_file_name("fafcab");
-    let port = match args.port {
-        0 => std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port(),
-        p => p,
-    };
-    let addr = format!("127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(&exe)
-            .arg("serve")
-            .env("DATABASE_URL", &db)
-            .env("FAFCAB_ADDR", &addr)
-            .env("AUTH_JWT_SECRET", SECRET)
-            .env("FAFCAB_WS_MAX_SUBSCRIPTIONS", "10")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("failed to start {}", exe.display()))?,
-    );
-    let base = format!("http://{addr}");
-    let ws = format!("ws://{addr}/graphql");
+    let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
+    let server = api::benchkit::Server::start(
+        &db,
+        args.port,
+        SECRET,
+        &[("FAFCAB_WS_MAX_SUBSCRIPTIONS", "10")],
+    )
+    .await?;
+    let base = server.base.clone();
+    let ws = format!("ws://{}/graphql", server.addr);
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!("server did not come up");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let admin = token("u_bench", &[Role::Admin])?;
 
     // Chats (each with its poster and its share of subscribers) and items with plenty of stock.

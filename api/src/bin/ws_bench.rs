@@ -11,7 +11,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +20,6 @@ use clap::Parser;
 use domain::Role;
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use sqlx::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Parser)]
@@ -60,40 +58,6 @@ struct Args {
     secret: String,
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn fresh_db(args: &Args) -> anyhow::Result<String> {
-    Ok(match args.backend.as_str() {
-        "sqlite" => {
-            let dir = std::env::temp_dir()
-                .join(format!("fafcab-ws-bench-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir)?;
-            format!("sqlite://{}", dir.join("bench.db").display())
-        }
-        "postgres" => {
-            let name = format!("fafcab_wsbench_{}", uuid::Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&args.pg)
-                .await
-                .context("connect to PostgreSQL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut c)
-                .await?;
-            format!(
-                "{}/{name}",
-                args.pg.rsplit_once('/').context("bad --pg URL")?.0
-            )
-        }
-        other => bail!("unknown backend {other:?}"),
-    })
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -103,19 +67,10 @@ async fn main() -> anyhow::Result<()> {
     let (_server, base) = match &args.url {
         Some(u) => (None, u.trim_end_matches('/').to_string()),
         None => {
-            let db = fresh_db(&args).await?;
-            let exe = std::env::current_exe()?.with_file_name("fafcab");
-            let addr = format!("127.0.0.1:{}", args.port);
-            let child = Command::new(&exe)
-                .arg("serve")
-                .env("DATABASE_URL", &db)
-                .env("FAFCAB_ADDR", &addr)
-                .env("AUTH_JWT_SECRET", &args.secret)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("failed to start {}", exe.display()))?;
-            (Some(Server(child)), format!("http://{addr}"))
+            let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_wsbench").await?;
+            let server = api::benchkit::Server::start(&db, args.port, &args.secret, &[]).await?;
+            let base = server.base.clone();
+            (Some(server), base)
         }
     };
     let client = reqwest::Client::builder()
