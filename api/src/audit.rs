@@ -472,12 +472,15 @@ impl Ledger {
 /// `fafcab audit verify [--digest H --position P]`: prints the outcome; `Ok(false)` when a link
 /// is broken or the digest differs.
 pub async fn cli_verify(store: &EventStore, digest: Option<(&str, i64)>) -> anyhow::Result<bool> {
+    // Checked before `stable_position`, which briefly holds appends back on PostgreSQL.
+    if let Some((hex_digest, _)) = digest {
+        if hex_digest.len() != 64 || hex::decode(hex_digest).is_err() {
+            anyhow::bail!("--digest must be 64 hex digits (a SHA-256)");
+        }
+    }
     let head = store.stable_position().await?;
     let up_to = match digest {
-        Some((hex_digest, position)) => {
-            if hex_digest.len() != 64 || hex::decode(hex_digest).is_err() {
-                anyhow::bail!("--digest must be 64 hex digits (a SHA-256)");
-            }
+        Some((_, position)) => {
             if !(0..=head).contains(&position) {
                 anyhow::bail!(
                     "--position {position} is not in the log (its stable head is {head})"

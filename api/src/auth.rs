@@ -94,11 +94,16 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
         .ok_or_else(|| ApiError::Unauthorized("missing Authorization header".into()))?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+    bearer_token(value)
+        .ok_or_else(|| ApiError::Unauthorized("Authorization must be `Bearer <token>`".into()))
+}
+
+/// The token of an `Authorization: Bearer <token>` value (also from a GraphQL `connection_init`).
+pub fn bearer_token(value: &str) -> Option<&str> {
     value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
-        .ok_or_else(|| ApiError::Unauthorized("Authorization must be `Bearer <token>`".into()))
 }
 
 impl FromRequestParts<AppState> for Auth {

@@ -64,17 +64,21 @@ impl AppState {
     /// Read-your-writes: waits (bounded) until projection `name` has applied `stored`, so that a
     /// client reading right after a write sees it.
     pub async fn settle(&self, name: &str, stored: &[StoredEvent]) {
-        let Some(last) = stored.iter().map(|e| e.checkpoint()).max() else {
-            return;
-        };
+        if let Some(last) = stored.iter().map(|e| e.checkpoint()).max() {
+            self.settle_at(name, last).await;
+        }
+    }
+
+    /// Waits (bounded) until projection `name` has passed checkpoint `cp`.
+    pub async fn settle_at(&self, name: &str, cp: eventstore::Checkpoint) {
         if !self
             .runner
-            .wait_for(name, last, self.settings.read_your_writes)
+            .wait_for(name, cp, self.settings.read_your_writes)
             .await
         {
             tracing::warn!(
                 projection = name,
-                position = last.position,
+                position = cp.position,
                 "read model did not catch up in time"
             );
         }

@@ -303,17 +303,16 @@ impl LiveHub {
             state: Mutex::new(QueueState {
                 queue: VecDeque::new(),
                 missed: 0,
-                closed: self.registry.stopped.load(Ordering::SeqCst),
+                closed: false,
             }),
             notify: Notify::new(),
         });
-        self.registry
-            .topics
-            .write()
-            .expect("topics")
-            .entry(topic.clone())
-            .or_default()
-            .push(slot.clone());
+        // The stop flag is read under the write lock: `close_all` sets it before it takes the
+        // lock, so either it finds this slot or this slot starts closed.
+        let mut topics = self.registry.topics.write().expect("topics");
+        slot.state.lock().expect("slot").closed = self.registry.stopped.load(Ordering::SeqCst);
+        topics.entry(topic.clone()).or_default().push(slot.clone());
+        drop(topics);
         LIVE_SUBSCRIBERS.inc();
         Some(LiveReceiver {
             topic,

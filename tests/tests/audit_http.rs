@@ -11,10 +11,6 @@ on_both_backends!(
     auditor_reads_but_never_writes
 );
 
-fn auditor() -> String {
-    token("u_audit", &[Role::Auditor])
-}
-
 async fn digest_is_for_auditors_and_admins(b: Backend) {
     let app = spawn_app(b).await;
     let r = app.send("GET", "/audit/digest", None, None, &[]).await;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use domain::budget::{postings, LedgerEvent};
 use domain::Role;
-use eventstore::Checkpoint;
 use fafcab_tests::*;
 use serde_json::{json, Value};
 
@@ -20,19 +19,6 @@ on_both_backends!(
 );
 
 const DEADLINE: Duration = Duration::from_secs(10);
-
-fn auditor() -> String {
-    token("u_audit", &[Role::Auditor])
-}
-
-fn executor() -> String {
-    token("u_exec", &[Role::Executor])
-}
-
-/// A JSON number as written on the wire.
-fn num(v: &Value) -> String {
-    v.to_string()
-}
 
 async fn put(app: &TestApp, path: &str, tok: &str, body: Value) -> Res {
     app.send("PUT", path, Some(tok), Some(body), &[]).await
@@ -51,13 +37,6 @@ fn balance_of<'a>(body: &'a Value, currency: &str) -> &'a Value {
         .iter()
         .find(|b| b["currency"] == currency)
         .unwrap_or_else(|| panic!("no {currency} balance in {body}"))
-}
-
-/// Every CloudEvent of the log (they are few in a test).
-async fn feed(app: &TestApp) -> Vec<Value> {
-    let r = app.get("/admin/events?limit=200", &auditor()).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body["events"].as_array().expect("events").clone()
 }
 
 async fn transactions_reversals_and_balances(b: Backend) {
@@ -328,7 +307,7 @@ async fn transactions_reversals_and_balances(b: Backend) {
     assert!(known.body["known_at"].is_string());
 
     // The audit feed: budget-svc events.
-    let events = feed(&app).await;
+    let events = app.audit_feed().await;
     let budget: Vec<&Value> = events
         .iter()
         .filter(|e| e["source"] == "budget-svc")
@@ -600,7 +579,8 @@ async fn debts_payments_and_visibility(b: Backend) {
         .cloned();
     assert_eq!(num(&row.expect("debt_payments row")["income"]), "40.00");
 
-    let types: Vec<String> = feed(&app)
+    let types: Vec<String> = app
+        .audit_feed()
         .await
         .iter()
         .filter(|e| e["source"] == "budget-svc")
@@ -675,7 +655,10 @@ async fn low_balance_settings_and_reports(b: Backend) {
             .cloned()
             .collect()
     };
-    assert!(low(&feed(&app).await).is_empty(), "50 is not below 50");
+    assert!(
+        low(&app.audit_feed().await).is_empty(),
+        "50 is not below 50"
+    );
     book(
         &app,
         json!({"kind": "expense", "amount": 0.01, "currency": "MDL", "category": "consumables"}),
@@ -686,13 +669,14 @@ async fn low_balance_settings_and_reports(b: Backend) {
         json!({"kind": "expense", "amount": 10, "currency": "MDL", "category": "equipment"}),
     )
     .await;
-    let alerts = low(&feed(&app).await);
+    let alerts = low(&app.audit_feed().await);
     assert_eq!(alerts.len(), 1, "one alert per crossing: {alerts:?}");
     assert_eq!(alerts[0]["source"], "budget-svc");
     assert_eq!(alerts[0]["data"]["currency"], "MDL");
     assert_eq!(num(&alerts[0]["data"]["balance"]), "49.99");
     assert_eq!(num(&alerts[0]["data"]["threshold"]), "50.00");
-    assert!(feed(&app)
+    assert!(app
+        .audit_feed()
         .await
         .iter()
         .any(|e| e["type"] == "budget.settings.updated"));
@@ -823,21 +807,12 @@ async fn tea_batches_are_booked_once(b: Backend) {
     );
 
     // Replaying every event of the log through the policy books nothing twice.
-    let store = &app.state.store;
-    let mut cp = Checkpoint::START;
     let mut replayed = 0;
-    loop {
-        let batch = store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        for e in &batch.events {
-            assert!(!commands::budget::book_tea_batch(&app.state.bus, e)
-                .await
-                .unwrap());
-            replayed += 1;
-        }
+    for e in &app.whole_log().await {
+        assert!(!commands::budget::book_tea_batch(&app.state.bus, e)
+            .await
+            .unwrap());
+        replayed += 1;
     }
     assert!(replayed > 3);
     assert_eq!(consumables(&app).await.len(), 2);
@@ -848,26 +823,19 @@ async fn tea_batches_are_booked_once(b: Backend) {
 /// Debit and credit cents per (currency, account), folded straight from the log.
 async fn fold_log(app: &TestApp) -> BTreeMap<(String, String), (i64, i64)> {
     let mut out: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
-    let mut cp = Checkpoint::START;
-    loop {
-        let batch = app.state.store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        for e in batch
-            .events
-            .iter()
-            .filter(|e| e.aggregate_type == "budget_ledger")
-        {
-            let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone()).unwrap();
-            for l in postings(&ev) {
-                let t = out
-                    .entry((e.aggregate_id.clone(), l.account.clone()))
-                    .or_default();
-                t.0 += projections::budget::cents(l.debit);
-                t.1 += projections::budget::cents(l.credit);
-            }
+    for e in app
+        .whole_log()
+        .await
+        .iter()
+        .filter(|e| e.aggregate_type == "budget_ledger")
+    {
+        let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone()).unwrap();
+        for l in postings(&ev) {
+            let t = out
+                .entry((e.aggregate_id.clone(), l.account.clone()))
+                .or_default();
+            t.0 += projections::budget::cents(l.debit);
+            t.1 += projections::budget::cents(l.credit);
         }
     }
     out
@@ -1043,20 +1011,12 @@ async fn postgres_two_processes_cross_the_threshold_once() {
         .await
         .unwrap();
     assert_eq!(ledger.balance, Decimal::new(10_000, 2));
-    let mut alerts = 0;
-    let mut cp = Checkpoint::START;
-    loop {
-        let batch = app.state.store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        alerts += batch
-            .events
-            .iter()
-            .filter(|e| e.event_type == "LowBalanceDetected")
-            .count();
-    }
+    let alerts = app
+        .whole_log()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "LowBalanceDetected")
+        .count();
     assert_eq!(alerts, 0, "300 - 20 × 10 = 100 is not below 100");
     let spec = |id| TransactionSpec {
         transaction_id: id,
@@ -1076,21 +1036,12 @@ async fn postgres_two_processes_cross_the_threshold_once() {
     );
     a.unwrap();
     b.unwrap();
-    let mut alerts = vec![];
-    let mut cp = Checkpoint::START;
-    loop {
-        let batch = app.state.store.read_log(cp, 500).await.unwrap();
-        let Some(last) = batch.events.last() else {
-            break;
-        };
-        cp = last.checkpoint();
-        alerts.extend(
-            batch
-                .events
-                .into_iter()
-                .filter(|e| e.event_type == "LowBalanceDetected"),
-        );
-    }
+    let alerts: Vec<_> = app
+        .whole_log()
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == "LowBalanceDetected")
+        .collect();
     assert_eq!(alerts.len(), 1, "exactly one crossing");
     assert_eq!(alerts[0].payload["balance"], "99.99");
     // Written by other processes: the API's read model catches up on its own.

@@ -189,8 +189,6 @@ async fn chat_messages_are_live_and_private(b: Backend) {
     let last = rest_of(&mut member, &sid).await;
     assert_eq!(last.len(), 1, "{last:?}");
     assert_eq!(err_code(&last[0]), "NOT_FOUND", "{last:?}");
-    // The outsider's connection stayed open and received nothing more.
-    assert_eq!(outsider.next_within(Duration::from_millis(300)).await, None);
 }
 
 const STOCK: &str = "subscription($i: ID) { stockUpdates(itemId: $i) { itemId stockQty lowStock reason at item { name } } }";

@@ -184,15 +184,14 @@ async fn main() -> anyhow::Result<()> {
     let url = match &args.reuse {
         Some(u) => u.clone(),
         None => {
-            let name = format!("fafcab_auditbench_{}", Uuid::new_v4().simple());
-            let mut c = sqlx::PgConnection::connect(&args.pg)
-                .await
-                .context("PostgreSQL")?;
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut c)
-                .await?;
-            created = Some(name.clone());
-            format!("{}/{name}", args.pg.rsplit_once('/').context("bad --pg")?.0)
+            let url = api::benchkit::fresh_db("postgres", &args.pg, "fafcab_auditbench").await?;
+            created = Some(
+                url.rsplit_once('/')
+                    .context("bad database URL")?
+                    .1
+                    .to_string(),
+            );
+            url
         }
     };
     let store = EventStore::connect(&url, 8).await?;

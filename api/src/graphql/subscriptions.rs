@@ -102,6 +102,9 @@ where
         let (state, actor, f) = (state.clone(), actor.clone(), f.clone());
         async move {
             if !e.ephemeral && e.aggregate_type == "chat" {
+                if !crate::routes::chat::may_revoke(&e, &actor.user_id) {
+                    return None;
+                }
                 return still_visible(&state, &actor, chat, &e).await.err().map(Err);
             }
             f(state, chat, e).await
@@ -139,21 +142,6 @@ impl<T: Clone> Shared<T> {
 static MESSAGES: LazyLock<Shared<Message>> = LazyLock::new(Shared::new);
 static ITEMS: LazyLock<Shared<Item>> = LazyLock::new(Shared::new);
 
-/// Waits until projection `name` has applied `e` (bounded), so reads see it.
-async fn applied(state: &AppState, name: &str, e: &LiveEvent) {
-    if !state
-        .runner
-        .wait_for(name, e.checkpoint, state.settings.read_your_writes)
-        .await
-    {
-        tracing::warn!(
-            projection = name,
-            position = e.position,
-            "subscription: read model did not catch up in time"
-        );
-    }
-}
-
 /// Whether the actor still sees the chat after the chat event `e`; an error frame when not.
 async fn still_visible(
     state: &AppState,
@@ -161,7 +149,7 @@ async fn still_visible(
     chat: Uuid,
     e: &LiveEvent,
 ) -> GqlResult<()> {
-    applied(state, "chat", e).await;
+    state.settle_at("chat", e.checkpoint).await;
     visible(state, &chat.to_string(), actor)
         .await
         .map(|_| ())
@@ -285,7 +273,7 @@ impl Subscription {
             }
             let id = Uuid::parse_str(&e.aggregate_id).ok()?;
             let render = || async {
-                applied(&state, "chat", &e).await;
+                state.settle_at("chat", e.checkpoint).await;
                 message_by_id(&state, id).await
             };
             match MESSAGES.get(&e, render).await {
@@ -324,7 +312,7 @@ impl Subscription {
             async move {
                 let reason = stock_reason(&e.event_type)?;
                 let render = || async {
-                    applied(&state, "tea", &e).await;
+                    state.settle_at("tea", e.checkpoint).await;
                     projections::tea::queries::get_item(&state.db, &e.aggregate_id)
                         .await
                         .map(|row| row.map(Item::from))

@@ -175,14 +175,10 @@ fn authenticate(
         .or_else(|| payload.get("authorization"))
         .and_then(Value::as_str)
         .ok_or((4403, "Forbidden: missing Authorization".to_string()))?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .ok_or((
-            4403,
-            "Forbidden: Authorization must be `Bearer <token>`".into(),
-        ))?;
+    let token = crate::auth::bearer_token(header).ok_or((
+        4403,
+        "Forbidden: Authorization must be `Bearer <token>`".into(),
+    ))?;
     crate::auth::verify_until(&state.settings.jwt_secret, token)
         .map_err(|e| (4403, format!("Forbidden: {e}")))
 }

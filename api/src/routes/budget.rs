@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
+use super::{answer, money, reply, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -49,20 +49,8 @@ pub fn router() -> Router<AppState> {
         .route("/budget/reports", get(report))
 }
 
-/// Money on the wire: a JSON number with the currency's two decimals.
-pub(crate) fn money<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let mut d = *d;
-    d.rescale(2);
-    rust_decimal::serde::arbitrary_precision::serialize(&d, s)
-}
-
 fn from_cents(c: i64) -> Decimal {
     Decimal::new(c, 2)
-}
-
-pub(crate) fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    t.trunc_subsecs(6)
 }
 
 fn readers(auth: &Auth) -> Result<(), ApiError> {

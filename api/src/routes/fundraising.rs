@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::budget::{money, trunc};
 use super::{answer, reply};
+use super::{money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};

@@ -55,6 +55,19 @@ pub fn replayed(reply: Reply) -> Response {
     resp
 }
 
+/// Money on the wire: a JSON number with the currency's two decimals (`serialize_with`).
+pub fn money<S: serde::Serializer>(d: &rust_decimal::Decimal, s: S) -> Result<S::Ok, S::Error> {
+    let mut d = *d;
+    d.rescale(2);
+    rust_decimal::serde::arbitrary_precision::serialize(&d, s)
+}
+
+/// Times are kept to the microsecond, as PostgreSQL stores them.
+pub fn trunc(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
+
 /// Builds the reply stored with the events for idempotent replay.
 pub fn reply<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     Reply {

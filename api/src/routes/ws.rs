@@ -481,6 +481,9 @@ async fn forward(
             }
         };
         if ev.aggregate_type == "chat" && !ev.ephemeral {
+            if !super::chat::may_revoke(&ev, &actor.user_id) {
+                continue;
+            }
             // Membership or privacy changed: once the read model shows it, check again.
             state
                 .runner

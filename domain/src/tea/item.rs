@@ -449,10 +449,16 @@ impl Aggregate for Item {
                 validate::qty("qty_received", batch.qty_received, false)
                     .map_err(ItemError::Invalid)?;
                 validate::currency(&batch.currency).map_err(ItemError::Invalid)?;
-                if batch.cost_total.is_sign_negative() || batch.cost_total.scale() > 2 {
-                    return Err(ItemError::Invalid(
-                        "cost_total must be a non-negative amount with at most two decimals".into(),
-                    ));
+                // The budget books every batch's cost as an expense (`pm.budget.tea`): a cost the
+                // ledger would refuse must be refused here, or it would never reach the books.
+                if batch.cost_total.is_sign_negative()
+                    || batch.cost_total.scale() > 2
+                    || batch.cost_total > crate::budget::MAX_AMOUNT
+                {
+                    return Err(ItemError::Invalid(format!(
+                        "cost_total must be a non-negative amount with at most two decimals, at most {}",
+                        crate::budget::MAX_AMOUNT
+                    )));
                 }
                 if self.spec.track_expiry && batch.expiry_date.is_none() {
                     return Err(ItemError::Invalid(

@@ -228,6 +228,11 @@ async fn batch_is_received_and_validated() {
             cost_total: Decimal::new(1001, 3),
             ..batch(1, 1, None)
         },
+        // Above what the budget ledger books (it would never reach the books).
+        BatchSpec {
+            cost_total: crate::budget::MAX_AMOUNT + Decimal::ONE,
+            ..batch(1, 1, None)
+        },
         BatchSpec {
             batch_code: "".into(),
             ..batch(1, 1, None)

@@ -89,13 +89,6 @@ pub(super) fn soon_by_item(rows: Vec<q::SoonRow>) -> HashMap<String, Vec<SoonExp
     out
 }
 
-/// Money on the wire: a JSON number with the currency's two decimals.
-pub(super) fn money<S: serde::Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let mut d = *d;
-    d.rescale(2);
-    rust_decimal::serde::arbitrary_precision::serialize(&d, s)
-}
-
 #[derive(Debug, Serialize)]
 pub struct BatchDto {
     pub id: String,

@@ -32,7 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
+use super::{answer, money, reply, trunc};
 
 /// `from` in a query: an RFC 3339 instant, or a date (`YYYY-MM-DD`, that day's start, UTC).
 fn range_start<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {

@@ -124,12 +124,6 @@ pub(super) async fn list_batches(
     Ok(Json(json!({"batches": batches, "next_cursor": next})))
 }
 
-/// Times are kept to the microsecond, as PostgreSQL stores them.
-pub(super) fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    t.trunc_subsecs(6)
-}
-
 #[derive(Debug, Deserialize)]
 pub(super) struct ConsumeReq {
     pub(super) qty: i64,
