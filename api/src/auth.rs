@@ -85,6 +85,17 @@ impl Auth {
             )))
         }
     }
+
+    /// Any role that takes part in the lab's life (not the read-only `auditor` alone).
+    pub fn require_participant(&self) -> Result<(), ApiError> {
+        if self.0.participates() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(
+                "requires role admin, executor, teacher or student".into(),
+            ))
+        }
+    }
 }
 
 /// The bearer token of a request, or 401.

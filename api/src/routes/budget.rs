@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use commands::budget::{self as cmd, may_read_books};
 use commands::Context;
 use domain::budget::{DebtSpec, DebtStatus, Ledger, LedgerEvent, TransactionSpec, TxKind};
@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, reply, trunc};
+use super::{answer, money, range_end, range_start, reply, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -59,38 +59,6 @@ fn readers(auth: &Auth) -> Result<(), ApiError> {
 
 fn bookkeepers(auth: &Auth) -> Result<(), ApiError> {
     auth.require_any(&[Role::Admin, Role::Executor])
-}
-
-/// `from` (inclusive) / `to` (exclusive): an RFC 3339 instant, or a date (`to` includes that day).
-fn parse_bound(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        Ok(day) => {
-            let day = if end {
-                day.succ_opt().unwrap_or(day)
-            } else {
-                day
-            };
-            Ok(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
-        }
-        Err(_) => Err(format!(
-            "{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"
-        )),
-    }
-}
-
-fn range_start<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| parse_bound(&s, false).map_err(serde::de::Error::custom))
-        .transpose()
-}
-
-fn range_end<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    Option::<String>::deserialize(d)?
-        .map(|s| parse_bound(&s, true).map_err(serde::de::Error::custom))
-        .transpose()
 }
 
 fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {

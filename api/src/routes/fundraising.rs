@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{answer, reply};
-use super::{money, trunc};
+use super::{dec, money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -44,10 +44,6 @@ pub fn router() -> Router<AppState> {
             post(donate).get(list_donations),
         )
         .route("/campaigns/{id}/purchases", post(record_purchase))
-}
-
-fn dec(s: &str) -> Decimal {
-    s.parse().unwrap_or_default()
 }
 
 #[derive(Debug, Serialize)]
@@ -409,11 +405,7 @@ async fn donate(
     idem: IdempotencyKey,
     body: ApiJson<Donate>,
 ) -> ApiResult<Response> {
-    if !auth.0.participates() {
-        return Err(ApiError::Forbidden(
-            "requires role admin, executor, teacher or student".into(),
-        ));
-    }
+    auth.require_participant()?;
     let (id, _) = visible_campaign(&state, &auth.0, &id).await?;
     let actor = auth.0;
     let b = body.value;

@@ -15,9 +15,10 @@ pub mod ws;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
 use commands::{Executed, Reply};
 use cqrs_es::Aggregate;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ApiResult;
 use crate::state::AppState;
@@ -62,10 +63,49 @@ pub fn money<S: serde::Serializer>(d: &rust_decimal::Decimal, s: S) -> Result<S:
     rust_decimal::serde::arbitrary_precision::serialize(&d, s)
 }
 
+/// A decimal amount as the read models store it (text written from a `Decimal`).
+pub fn dec(s: &str) -> rust_decimal::Decimal {
+    s.parse().unwrap_or_default()
+}
+
 /// Times are kept to the microsecond, as PostgreSQL stores them.
-pub fn trunc(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+pub fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::SubsecRound;
     t.trunc_subsecs(6)
+}
+
+/// `from` (inclusive) / `to` (exclusive): an RFC 3339 instant, or a date (`to` includes that day).
+pub fn parse_bound(s: &str, end: bool) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(day) => {
+            let day = if end {
+                day.succ_opt().unwrap_or(day)
+            } else {
+                day
+            };
+            Ok(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        }
+        Err(_) => Err(format!(
+            "{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"
+        )),
+    }
+}
+
+/// `from` in a query (`deserialize_with`): an RFC 3339 instant, or a date (that day's start, UTC).
+pub fn range_start<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_bound(&s, false).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// `to` in a query (exclusive): an RFC 3339 instant, or a date, which includes that whole day.
+pub fn range_end<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|s| parse_bound(&s, true).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// Builds the reply stored with the events for idempotent replay.

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{answer, reply};
-use super::{money, trunc};
+use super::{dec, money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -35,20 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/assets/{id}/return", post(return_asset))
         .route("/assets/{id}/damage", post(report_damage))
         .route("/loans", get(list_loans))
-}
-
-fn dec(s: &str) -> Decimal {
-    s.parse().unwrap_or_default()
-}
-
-fn forbid_read_only(auth: &Auth) -> Result<(), ApiError> {
-    if auth.0.participates() {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden(
-            "requires role admin, executor, teacher or student".into(),
-        ))
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -195,7 +181,7 @@ async fn register_asset(
     idem: IdempotencyKey,
     body: ApiJson<RegisterAsset>,
 ) -> ApiResult<Response> {
-    forbid_read_only(&auth)?;
+    auth.require_participant()?;
     let actor = auth.0;
     let b = body.value;
     let spec = AssetSpec {
@@ -318,7 +304,7 @@ async fn take_asset(
     idem: IdempotencyKey,
     body: ApiJson<TakeBody>,
 ) -> ApiResult<Response> {
-    forbid_read_only(&auth)?;
+    auth.require_participant()?;
     let (id, _) = existing_asset(&state, &id).await?;
     let idem = idem.with_request(&format!("POST /assets/{id}/take"), &body.raw);
     let render = |a: &Asset, ev: &[AssetEvent]| reply(StatusCode::CREATED, &render_loan(a, ev));
@@ -348,7 +334,7 @@ async fn return_asset(
     Path(id): Path<String>,
     body: ApiJson<ReturnBody>,
 ) -> ApiResult<Response> {
-    forbid_read_only(&auth)?;
+    auth.require_participant()?;
     let (id, _) = existing_asset(&state, &id).await?;
     let b = body.value;
     let exec = cmd::give_back(&state.bus, &Context::new(auth.0), id, b.condition, b.notes).await?;
@@ -394,7 +380,7 @@ async fn report_damage(
     idem: IdempotencyKey,
     body: ApiJson<DamageBody>,
 ) -> ApiResult<Response> {
-    forbid_read_only(&auth)?;
+    auth.require_participant()?;
     let (id, _) = existing_asset(&state, &id).await?;
     let b = body.value;
     let idem = idem.with_request(&format!("POST /assets/{id}/damage"), &body.raw);

@@ -32,42 +32,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, reply, trunc};
+use super::{answer, money, range_end, range_start, reply, trunc};
 
-/// `from` in a query: an RFC 3339 instant, or a date (`YYYY-MM-DD`, that day's start, UTC).
-fn range_start<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    parse_bound(d, false)
-}
-
-/// `to` in a query (exclusive): an RFC 3339 instant, or a date, which includes that whole day.
-fn range_end<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
-    parse_bound(d, true)
-}
-
-fn parse_bound<'de, D: Deserializer<'de>>(
-    d: D,
-    end: bool,
-) -> Result<Option<DateTime<Utc>>, D::Error> {
-    let Some(s) = Option::<String>::deserialize(d)? else {
-        return Ok(None);
-    };
-    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
-        return Ok(Some(t.with_timezone(&Utc)));
-    }
-    match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-        Ok(day) => {
-            let day = if end {
-                day.succ_opt().unwrap_or(day)
-            } else {
-                day
-            };
-            Ok(Some(day.and_hms_opt(0, 0, 0).expect("midnight").and_utc()))
-        }
-        Err(_) => Err(serde::de::Error::custom(format!(
-            "{s:?} is neither an RFC 3339 time nor a YYYY-MM-DD date"
-        ))),
-    }
-}
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
