@@ -4,7 +4,6 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
-pub mod benchkit;
 pub mod error;
 pub mod extract;
 pub mod graphql;

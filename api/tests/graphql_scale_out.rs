@@ -6,7 +6,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api::graphql::client::{Client, Frame};
+use benchkit::client::{Client, Frame};
 use domain::Role;
 use serde_json::{json, Value};
 use sqlx::Connection as _;

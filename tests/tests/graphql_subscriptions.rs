@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use api::graphql::client::{Client, Frame};
+use benchkit::client::{Client, Frame};
 use api::Settings;
 use domain::Role;
 use fafcab_tests::*;

@@ -6,7 +6,6 @@
 
 mod budget;
 mod chat;
-pub mod client;
 mod limits;
 mod subscriptions;
 mod tea;

@@ -50,8 +50,8 @@ const SECRET: &str = "bench-secret";
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
-    let server = api::benchkit::Server::start(&db, args.port, SECRET, &[]).await?;
+    let db = benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
+    let server = benchkit::Server::start(&db, args.port, SECRET, &[]).await?;
     let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)

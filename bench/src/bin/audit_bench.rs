@@ -184,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
     let url = match &args.reuse {
         Some(u) => u.clone(),
         None => {
-            let url = api::benchkit::fresh_db("postgres", &args.pg, "fafcab_auditbench").await?;
+            let url = benchkit::fresh_db("postgres", &args.pg, "fafcab_auditbench").await?;
             created = Some(
                 url.rsplit_once('/')
                     .context("bad database URL")?

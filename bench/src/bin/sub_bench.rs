@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use api::graphql::client::{Client, Frame};
+use benchkit::client::{Client, Frame};
 use clap::Parser;
 use domain::Role;
 use serde_json::{json, Value};
@@ -96,8 +96,8 @@ type Received = Arc<Mutex<Vec<(Key, Instant)>>>;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
-    let server = api::benchkit::Server::start(
+    let db = benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
+    let server = benchkit::Server::start(
         &db,
         args.port,
         SECRET,

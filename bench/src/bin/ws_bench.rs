@@ -67,8 +67,8 @@ async fn main() -> anyhow::Result<()> {
     let (_server, base) = match &args.url {
         Some(u) => (None, u.trim_end_matches('/').to_string()),
         None => {
-            let db = api::benchkit::fresh_db(&args.backend, &args.pg, "fafcab_wsbench").await?;
-            let server = api::benchkit::Server::start(&db, args.port, &args.secret, &[]).await?;
+            let db = benchkit::fresh_db(&args.backend, &args.pg, "fafcab_wsbench").await?;
+            let server = benchkit::Server::start(&db, args.port, &args.secret, &[]).await?;
             let base = server.base.clone();
             (Some(server), base)
         }

@@ -1,6 +1,9 @@
 //! Set-up shared by the bench binaries (`fafcab-bench`, `fafcab-ws-bench`, `fafcab-sub-bench`):
 //! a fresh database, and a `fafcab serve` child process (the `fafcab` binary next to the bench's
-//! own) that is killed when the bench ends.
+//! own, so build both: `cargo build --release` at the workspace root) that is killed when the
+//! bench ends; and [`client`], the `graphql-transport-ws` client of the benches and the tests.
+
+pub mod client;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,6 +58,12 @@ impl Server {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?.with_file_name("fafcab");
+        if !exe.exists() {
+            bail!(
+                "no {} next to this bench: build both (`cargo build --release` at the workspace root)",
+                exe.display()
+            );
+        }
         let port = match port {
             0 => std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
