@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use api::app::{open_store, projections_for, shutdown_signal};
+use api::settings::SettingsArgs;
 use api::{Application, Settings};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use domain::Role;
 
 // The request path allocates many small buffers (JSON, SQL rows); mimalloc measurably lowers CPU
@@ -14,10 +15,17 @@ use domain::Role;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "fafcab", version, about = "FAFCab backend")]
+#[command(
+    name = "fafcab",
+    version,
+    about = "FAFCab backend",
+    after_help = "Every setting is a flag or its environment variable (the flag wins); a value out of its range is refused."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 #[derive(Subcommand)]
@@ -113,23 +121,61 @@ enum AuditCommand {
     },
 }
 
-fn init_tracing() {
+fn init_tracing(filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG {filter:?} is not a valid filter ({e}): using info");
+        EnvFilter::new("info,sqlx=warn")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing();
+/// A setting's variable set to an empty (or blank) value counts as unset, as it always has
+/// (`FOO= fafcab`, an empty line of a compose file). Runs before any thread exists.
+fn forget_blank_settings() {
+    for arg in Cli::command().get_arguments() {
+        if let Some(name) = arg.get_env() {
+            if std::env::var_os(name).is_some_and(|v| v.to_string_lossy().trim().is_empty()) {
+                std::env::remove_var(name);
+            }
+        }
+    }
+}
+
+/// Parses the command line; each setting's value is named by its variable, so a refused value
+/// says which variable (or flag) to fix: `invalid value '1' for '--addr <FAFCAB_ADDR>': …`.
+fn parse_cli() -> Cli {
+    let command = Cli::command().mut_args(|a| match a.get_env() {
+        Some(env) => {
+            // Built once per process: leaking these few short names is harmless.
+            let name: &'static str = Box::leak(env.to_string_lossy().into_owned().into_boxed_str());
+            a.value_name(name)
+        }
+        None => a,
+    });
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+fn main() -> ExitCode {
+    forget_blank_settings();
+    let cli = parse_cli();
+    init_tracing(&cli.settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // `audit` answers 1 for "the log or read model disagrees", so its errors are 2 (like diff).
     let audit = matches!(cli.command, Some(Command::Audit { .. }));
-    match run(cli).await {
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -139,12 +185,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let mut settings = Settings::from_env()?;
+    let mut settings = Settings::from_args(cli.settings);
     match cli.command.unwrap_or(Command::Serve { no_workers: false }) {
         Command::Serve { no_workers } => {
             settings.run_workers = !no_workers;
+            settings.check_serve()?;
             if settings.jwt_secret_is_dev {
-                tracing::warn!("AUTH_JWT_SECRET is not set: using the DEVELOPMENT secret. Never run like this in production.");
+                tracing::warn!(
+                    addr = %settings.addr,
+                    "AUTH_JWT_SECRET is not set: using the public DEVELOPMENT secret (accepted on a \
+                     loopback address only). Anyone can mint tokens for this server. Never run \
+                     like this in production."
+                );
             }
             tracing::info!(settings = ?settings, "starting");
             let app = Application::build(settings).await?;

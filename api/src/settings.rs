@@ -1,13 +1,19 @@
-//! Typed settings, read once from the environment in `main` (and nowhere else).
+//! Typed settings: `clap` arguments that read their environment variable when the flag is absent
+//! (`fafcab --help` lists every one), parsed once in `main` (and nowhere else). A value out of
+//! its range is refused at start-up with the variable's name, never clamped.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
+use clap::builder::BoolishValueParser;
+use clap::{value_parser, Args, Parser};
 
-/// Signing secret used when `AUTH_JWT_SECRET` is unset: for development only.
+/// Signing secret used when `AUTH_JWT_SECRET` is unset: for development only, and only on a
+/// loopback address (`serve` refuses it anywhere else).
 pub const DEV_JWT_SECRET: &str = "fafcab-development-secret-do-not-use-in-production";
 
+/// Shortest `AUTH_JWT_SECRET` accepted (HS256 wants at least the hash's 32 bytes of key).
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
 #[derive(Clone)]
 pub struct Settings {
     pub addr: SocketAddr,
@@ -33,6 +39,34 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// GraphQL limits and WebSocket timings (`FAFCAB_GRAPHQL_*`).
     pub graphql: GraphqlSettings,
+    /// Connection-level limits of the HTTP server (`FAFCAB_HTTP_*`, `FAFCAB_MAX_CONNECTIONS`).
+    pub http: HttpSettings,
+}
+
+/// Bounds of every HTTP connection, before and between requests (slowloris, idle sockets).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// A client must send a whole request head within this, counted from when the server starts
+    /// waiting for it (the connection opened, or the previous response was sent): so an idle
+    /// keep-alive connection is closed after this too.
+    pub header_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is closed, whatever it is
+    /// doing (a client that stops reading its response or sending its body). Not applied to
+    /// WebSockets, which have their own pings.
+    pub idle_timeout: Duration,
+    /// Open connections (WebSockets included) at once; further clients wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+        }
+    }
 }
 
 /// Bounds of the GraphQL endpoint and its `graphql-transport-ws` connections.
@@ -92,82 +126,252 @@ impl std::fmt::Debug for Settings {
             .field("expiry_window_days", &self.expiry_window_days)
             .field("run_workers", &self.run_workers)
             .field("graphql", &self.graphql)
+            .field("http", &self.http)
             .finish()
     }
 }
 
-/// Drops the password from a URL for logging.
+/// Query parameters whose value is hidden in logs (any name containing one of these).
+const SECRET_PARAMS: [&str; 7] = ["pass", "pwd", "secret", "token", "key", "auth", "cred"];
+
+/// Hides the credentials of a URL for logging: the `user:password@` part and the value of any
+/// query parameter named like a secret (`?password=…`, `?sslpassword=…`, `?auth_token=…`).
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &base[..s], &base[at + 1..]),
+        _ => base.to_string(),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.iter().any(|s| name.contains(s))
+}
+
+/// Every setting as a command-line flag backed by its environment variable. Flattened into the
+/// `fafcab` command with `global`, so each subcommand's `--help` lists them too.
+#[derive(Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// Listen address.
+    #[arg(
+        long,
+        global = true,
+        env = "FAFCAB_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub addr: SocketAddr,
+    /// `sqlite://…` (embedded, file created if missing) or `postgres://…`.
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        default_value = "sqlite://data/fafcab.db",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Database pool size (2–500); SQLite always writes through one connection.
+    #[arg(long, global = true, env = "FAFCAB_DB_MAX_CONNECTIONS", default_value_t = 8,
+          value_parser = value_parser!(u32).range(2..=500))]
+    pub db_max_connections: u32,
+    /// HS256 key for bearer tokens, at least 32 bytes (prefer the environment to the flag).
+    /// Unset: the public development secret, which `serve` accepts on a loopback address only.
+    #[arg(long, global = true, env = "AUTH_JWT_SECRET", hide_env_values = true,
+          value_parser = parse_jwt_secret)]
+    pub jwt_secret: Option<String>,
+    /// RabbitMQ URL: domain events are relayed to the topic exchange `fafcab.events`
+    /// (unset: in-process bus).
+    #[arg(long, global = true, env = "AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Discord webhook the Discord sink posts to (unset: no Discord sink). Never logged.
+    #[arg(
+        long,
+        global = true,
+        env = "DISCORD_WEBHOOK_URL",
+        hide_env_values = true
+    )]
+    pub discord_webhook_url: Option<String>,
+    /// Event types posted to Discord, comma-separated (unset: the sink's default list).
+    #[arg(long, global = true, env = "DISCORD_EVENT_TYPES")]
+    pub discord_event_types: Option<String>,
+    /// Lets User Management call `POST /users/sync` with `X-Internal-Secret` (unset: refused).
+    #[arg(
+        long,
+        global = true,
+        env = "INTERNAL_API_SECRET",
+        hide_env_values = true
+    )]
+    pub internal_api_secret: Option<String>,
+    /// Prefix of the sinks' RabbitMQ queues (`<prefix>.notifications`, each with a `.dlq`).
+    #[arg(
+        long,
+        global = true,
+        env = "FAFCAB_QUEUE_PREFIX",
+        default_value = "fafcab"
+    )]
+    pub queue_prefix: String,
+    /// Largest request body in bytes (1 KiB – 64 MiB); larger ones get 413.
+    #[arg(long, global = true, env = "FAFCAB_BODY_LIMIT_BYTES", default_value_t = 262_144,
+          value_parser = value_parser!(u64).range(1024..=64 << 20))]
+    pub body_limit_bytes: u64,
+    /// Lots expiring within this many days are listed in `soon_expiring` (0–3650).
+    #[arg(long, global = true, env = "TEA_EXPIRY_WINDOW_DAYS", default_value_t = 30,
+          value_parser = value_parser!(i64).range(0..=3650))]
+    pub expiry_window_days: i64,
+    /// How long a write waits for its read model before answering anyway, in ms (0–60,000).
+    #[arg(long, global = true, env = "FAFCAB_READ_YOUR_WRITES_MS", default_value_t = 2000,
+          value_parser = value_parser!(u64).range(0..=60_000))]
+    pub read_your_writes_ms: u64,
+    /// Seconds between two passes of the retention job (10 s – 30 days).
+    #[arg(long, global = true, env = "FAFCAB_RETENTION_INTERVAL_SECS", default_value_t = 3600,
+          value_parser = value_parser!(u64).range(10..=30 * 86_400))]
+    pub retention_interval_secs: u64,
+    /// Deepest GraphQL selection served (2–100).
+    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_DEPTH", default_value_t = 10,
+          value_parser = value_parser!(u64).range(2..=100))]
+    pub graphql_max_depth: u64,
+    /// Highest GraphQL query complexity (10–100,000).
+    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_COMPLEXITY", default_value_t = 500,
+          value_parser = value_parser!(u64).range(10..=100_000))]
+    pub graphql_max_complexity: u64,
+    /// Longest GraphQL query text in bytes (256 – 1 MiB), over HTTP and WebSocket.
+    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_QUERY_BYTES", default_value_t = 16_384,
+          value_parser = value_parser!(u64).range(256..=1 << 20))]
+    pub graphql_max_query_bytes: u64,
+    /// `false` turns GraphQL introspection off.
+    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_INTROSPECTION", default_value = "true",
+          value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub graphql_introspection: bool,
+    /// Seconds a GraphQL WebSocket may take to send `connection_init` (1–300; then 4408).
+    #[arg(long, global = true, env = "FAFCAB_WS_INIT_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = value_parser!(u64).range(1..=300))]
+    pub ws_init_timeout_secs: u64,
+    /// Seconds between the server's pings on a GraphQL WebSocket (1–300); a client silent for
+    /// three intervals is closed.
+    #[arg(long, global = true, env = "FAFCAB_WS_PING_SECS", default_value_t = 15,
+          value_parser = value_parser!(u64).range(1..=300))]
+    pub ws_ping_secs: u64,
+    /// Subscriptions one GraphQL WebSocket may run at once (1–10,000).
+    #[arg(long, global = true, env = "FAFCAB_WS_MAX_SUBSCRIPTIONS", default_value_t = 100,
+          value_parser = value_parser!(u64).range(1..=10_000))]
+    pub ws_max_subscriptions: u64,
+    /// Seconds a client has to send a whole request head (1–300), counted from when the server
+    /// starts waiting for it: an idle keep-alive connection is closed after this too.
+    #[arg(long, global = true, env = "FAFCAB_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = value_parser!(u64).range(1..=300))]
+    pub http_header_timeout_secs: u64,
+    /// Seconds without a byte moving either way after which a connection is closed (1–3600;
+    /// not WebSockets).
+    #[arg(long, global = true, env = "FAFCAB_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60,
+          value_parser = value_parser!(u64).range(1..=3600))]
+    pub http_idle_timeout_secs: u64,
+    /// Open connections at once, WebSockets included (1–1,000,000); more wait in the backlog.
+    #[arg(long, global = true, env = "FAFCAB_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info,sqlx=warn"
+    )]
+    pub log: String,
+}
+
+fn parse_jwt_secret(s: &str) -> Result<String, String> {
+    if s.len() < MIN_JWT_SECRET_BYTES {
+        return Err(format!(
+            "AUTH_JWT_SECRET is {} bytes long: at least {MIN_JWT_SECRET_BYTES} are required",
+            s.len()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// The settings alone, for [`Settings::from_env`].
+#[derive(Parser)]
+struct EnvOnly {
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 impl Settings {
-    /// Reads the environment (after an optional `.env` was loaded by the caller).
+    /// Reads the environment alone (no flags); errors name the variable and its range.
     pub fn from_env() -> anyhow::Result<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let parse = |k: &str, default: &str| -> anyhow::Result<i64> {
-            var(k)
-                .as_deref()
-                .unwrap_or(default)
-                .parse::<i64>()
-                .with_context(|| format!("{k} must be an integer"))
-        };
-        let jwt = var("AUTH_JWT_SECRET");
-        Ok(Self {
-            addr: var("FAFCAB_ADDR")
-                .as_deref()
-                .unwrap_or("127.0.0.1:8080")
-                .parse()
-                .context("FAFCAB_ADDR must be host:port")?,
-            database_url: var("DATABASE_URL").unwrap_or_else(|| "sqlite://data/fafcab.db".into()),
-            db_max_connections: parse("FAFCAB_DB_MAX_CONNECTIONS", "8")?.clamp(2, 500) as u32,
-            amqp_url: var("AMQP_URL"),
+        let args = EnvOnly::try_parse_from(["fafcab"]).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Self::from_args(args.settings))
+    }
+
+    /// The typed settings of parsed arguments (every range was checked while parsing).
+    pub fn from_args(a: SettingsArgs) -> Self {
+        let jwt = a.jwt_secret;
+        Self {
+            addr: a.addr,
+            database_url: a.database_url,
+            db_max_connections: a.db_max_connections,
+            amqp_url: a.amqp_url,
             jwt_secret_is_dev: jwt.is_none(),
             jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),
-            discord_webhook_url: var("DISCORD_WEBHOOK_URL"),
-            internal_api_secret: var("INTERNAL_API_SECRET"),
-            queue_prefix: var("FAFCAB_QUEUE_PREFIX").unwrap_or_else(|| "fafcab".into()),
-            discord_event_types: var("DISCORD_EVENT_TYPES").map(|v| {
+            discord_webhook_url: a.discord_webhook_url,
+            internal_api_secret: a.internal_api_secret,
+            queue_prefix: a.queue_prefix,
+            discord_event_types: a.discord_event_types.map(|v| {
                 v.split(',')
                     .map(|t| t.trim().to_string())
                     .filter(|t| !t.is_empty())
                     .collect()
             }),
-            body_limit_bytes: parse("FAFCAB_BODY_LIMIT_BYTES", "262144")?.clamp(1024, 64 << 20)
-                as usize,
-            expiry_window_days: parse("TEA_EXPIRY_WINDOW_DAYS", "30")?.clamp(0, 3650),
-            read_your_writes: Duration::from_millis(
-                parse("FAFCAB_READ_YOUR_WRITES_MS", "2000")?.clamp(0, 60_000) as u64,
-            ),
+            body_limit_bytes: a.body_limit_bytes as usize,
+            expiry_window_days: a.expiry_window_days,
+            read_your_writes: Duration::from_millis(a.read_your_writes_ms),
             run_workers: true,
-            retention_interval: Duration::from_secs(
-                parse("FAFCAB_RETENTION_INTERVAL_SECS", "3600")?.clamp(10, 30 * 86_400) as u64,
-            ),
+            retention_interval: Duration::from_secs(a.retention_interval_secs),
             graphql: GraphqlSettings {
-                max_depth: parse("FAFCAB_GRAPHQL_MAX_DEPTH", "10")?.clamp(2, 100) as usize,
-                max_complexity: parse("FAFCAB_GRAPHQL_MAX_COMPLEXITY", "500")?.clamp(10, 100_000)
-                    as usize,
-                max_query_bytes: parse("FAFCAB_GRAPHQL_MAX_QUERY_BYTES", "16384")?
-                    .clamp(256, 1 << 20) as usize,
-                introspection: match var("FAFCAB_GRAPHQL_INTROSPECTION").as_deref() {
-                    None | Some("true") | Some("1") => true,
-                    Some("false") | Some("0") => false,
-                    Some(_) => anyhow::bail!("FAFCAB_GRAPHQL_INTROSPECTION must be true or false"),
-                },
-                init_timeout: Duration::from_secs(
-                    parse("FAFCAB_WS_INIT_TIMEOUT_SECS", "10")?.clamp(1, 300) as u64,
-                ),
-                ping_interval: Duration::from_secs(
-                    parse("FAFCAB_WS_PING_SECS", "15")?.clamp(1, 300) as u64,
-                ),
-                max_subscriptions: parse("FAFCAB_WS_MAX_SUBSCRIPTIONS", "100")?.clamp(1, 10_000)
-                    as usize,
+                max_depth: a.graphql_max_depth as usize,
+                max_complexity: a.graphql_max_complexity as usize,
+                max_query_bytes: a.graphql_max_query_bytes as usize,
+                introspection: a.graphql_introspection,
+                init_timeout: Duration::from_secs(a.ws_init_timeout_secs),
+                ping_interval: Duration::from_secs(a.ws_ping_secs),
+                max_subscriptions: a.ws_max_subscriptions as usize,
                 ..GraphqlSettings::default()
             },
-        })
+            http: HttpSettings {
+                header_timeout: Duration::from_secs(a.http_header_timeout_secs),
+                idle_timeout: Duration::from_secs(a.http_idle_timeout_secs),
+                max_connections: a.max_connections as usize,
+            },
+        }
+    }
+
+    /// What `serve` refuses to start with: the public development secret on an address other
+    /// hosts can reach. (A short `AUTH_JWT_SECRET` is refused while parsing, by every command.)
+    pub fn check_serve(&self) -> anyhow::Result<()> {
+        if self.jwt_secret_is_dev && !self.addr.ip().is_loopback() {
+            anyhow::bail!(
+                "AUTH_JWT_SECRET is not set and FAFCAB_ADDR {} is not a loopback address: refusing \
+                 to serve with the public development secret (anyone could mint tokens). Set \
+                 AUTH_JWT_SECRET to a random value of at least {MIN_JWT_SECRET_BYTES} bytes.",
+                self.addr
+            );
+        }
+        Ok(())
     }
 
     /// Defaults for tests: port 0, a given database, a fixed secret.
@@ -189,12 +393,54 @@ impl Settings {
             run_workers: true,
             retention_interval: Duration::from_secs(3600),
             graphql: GraphqlSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn credentials_in_query_parameters_are_redacted() {
+        assert_eq!(
+            super::redact_url("postgres://h/db?sslmode=require&password=hunter2&sslpassword=x"),
+            "postgres://h/db?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            super::redact_url("amqp://u:p@h:5672/%2f?auth_token=t&heartbeat=10"),
+            "amqp://***@h:5672/%2f?auth_token=***&heartbeat=10"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_not_clamped() {
+        let parse = |args: &[&str]| {
+            super::EnvOnly::try_parse_from(std::iter::once("fafcab").chain(args.iter().copied()))
+        };
+        let err = parse(&["--db-max-connections", "1000"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("2..=500"), "{err}");
+        assert!(parse(&["--graphql-max-depth", "1"]).is_err());
+        assert!(parse(&["--jwt-secret", "short"])
+            .err()
+            .expect("refused")
+            .to_string()
+            .contains("at least 32"));
+        let ok = parse(&[
+            "--db-max-connections",
+            "500",
+            "--graphql-introspection",
+            "false",
+        ])
+        .expect("in range");
+        let s = super::Settings::from_args(ok.settings);
+        assert_eq!(s.db_max_connections, 500);
+        assert!(!s.graphql.introspection);
+    }
+
     #[test]
     fn urls_are_redacted() {
         assert_eq!(

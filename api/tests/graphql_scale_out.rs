@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use sqlx::Connection as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fafcab");
-const SECRET: &str = "scale-out-test-secret";
+const SECRET: &str = "scale-out-test-secret-of-32-bytes-at-least";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 struct Proc(Child);

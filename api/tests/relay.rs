@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use sqlx::Connection as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fafcab");
-const SECRET: &str = "relay-test-secret";
+const SECRET: &str = "relay-test-secret-of-32-bytes-at-least";
 
 fn amqp_url() -> String {
     std::env::var("TEST_AMQP_URL")

@@ -45,7 +45,7 @@ struct Args {
     port: u16,
 }
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "fafcab-bench-secret-of-at-least-32-bytes";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -52,7 +52,7 @@ struct Args {
     port: u16,
 }
 
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "fafcab-bench-secret-of-at-least-32-bytes";
 
 /// What a frame answers: a posted message's text, or an item's stock after a consumption.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

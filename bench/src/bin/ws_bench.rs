@@ -54,7 +54,7 @@ struct Args {
     /// Target an already running server instead (its AUTH_JWT_SECRET must be --secret).
     #[arg(long)]
     url: Option<String>,
-    #[arg(long, default_value = "bench-secret")]
+    #[arg(long, default_value = "fafcab-bench-secret-of-at-least-32-bytes")]
     secret: String,
 }
 
