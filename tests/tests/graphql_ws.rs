@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use benchkit::client::{Client, Frame};
 use api::Settings;
+use benchkit::client::{Client, Frame};
 use domain::Role;
 use fafcab_tests::*;
 use serde_json::{json, Value};
