@@ -173,8 +173,8 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service())
-            .with_graceful_shutdown(shutdown)
+        let limits = self.state.settings.http.clone();
+        crate::serve::serve(self.listener, self.router, limits, shutdown)
             .await
             .context("server failed")
     }

@@ -12,6 +12,7 @@ pub mod presence;
 pub mod ratelimit;
 pub mod retention;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod state;
 
