@@ -22,11 +22,21 @@ for _ in $(seq 1 60); do
 done
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 
-# RabbitMQ is part of the target design (relay issue); nothing in this suite needs it yet, so it
-# is started when missing but not waited for.
-if command -v rabbitmqctl >/dev/null && ! rabbitmqctl -q status >/dev/null 2>&1; then
-  log "starting RabbitMQ"
-  rabbitmq-server -detached >/dev/null 2>&1 || true
+# RabbitMQ: the relay test (api/tests/relay.rs, which stops and restarts it), the sinks test and
+# the GraphQL scale-out test use the broker (TEST_AMQP_URL), so it is started when missing and
+# waited for like PostgreSQL.
+if command -v rabbitmqctl >/dev/null; then
+  if ! rabbitmqctl -q status >/dev/null 2>&1; then
+    log "starting RabbitMQ"
+    rabbitmq-server -detached >/dev/null 2>&1 || true
+  fi
+  log "waiting for RabbitMQ"
+  # `await_startup` returns once the app is running (or fails at once when the node is down).
+  for _ in $(seq 1 60); do
+    rabbitmqctl -q await_startup >/dev/null 2>&1 && break
+    sleep 1
+  done
+  rabbitmqctl -q await_startup >/dev/null 2>&1 || { echo "RabbitMQ did not start" >&2; exit 1; }
 fi
 
 if command -v rabbitmqctl >/dev/null && rabbitmqctl -q status >/dev/null 2>&1; then
@@ -42,12 +52,19 @@ psql "$TEST_DATABASE_URL" -Atqc "SELECT datname FROM pg_database WHERE datname L
   | while read -r db; do psql "$TEST_DATABASE_URL" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null; done
 rm -rf "${TMPDIR:-/tmp}/fafcab-tests"
 
+log "checking format"
+cargo fmt --all --check
+
+log "linting"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 log "building"
 cargo build --workspace --all-targets --locked
 
 log "testing"
 if cargo nextest --version >/dev/null 2>&1; then
-  # The workspace has no doc tests; nextest's summary is the run's closing line.
+  # The workspace has no doc tests; nextest's summary is the run's closing line. Test groups
+  # (the broker-stopping relay test runs alone) are in .config/nextest.toml.
   cargo nextest run --workspace --locked --no-fail-fast
 else
   cargo test --workspace --locked --no-fail-fast
