@@ -22,7 +22,7 @@ for _ in $(seq 1 60); do
 done
 pg_isready -h 127.0.0.1 -p 5432 || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
 
-# RabbitMQ: the relay test (api/tests/relay.rs, which stops and restarts it), the sinks test and
+# RabbitMQ: the relay test (api/tests/it/relay.rs, which stops and restarts it), the sinks test and
 # the GraphQL scale-out test use the broker (TEST_AMQP_URL), so it is started when missing and
 # waited for like PostgreSQL.
 if command -v rabbitmqctl >/dev/null; then

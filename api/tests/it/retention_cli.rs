@@ -7,8 +7,7 @@ use domain::{Actor, Role};
 use eventstore::EventStore;
 use uuid::Uuid;
 
-mod common;
-use common::{fresh, run};
+use crate::common::{fresh, run};
 
 async fn retention_run(pg: bool) {
     let url = fresh(pg).await;

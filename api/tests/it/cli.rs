@@ -11,8 +11,7 @@ use domain::{Actor, Role};
 use eventstore::EventStore;
 use uuid::Uuid;
 
-mod common;
-use common::{fresh, run, BIN};
+use crate::common::{fresh, run, BIN};
 
 async fn audit_and_rebuild(pg: bool) {
     let url = fresh(pg).await;

@@ -16,8 +16,7 @@ use futures::TryStreamExt;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-mod common;
-use common::{fresh, run};
+use crate::common::{fresh, run};
 
 /// Runs the script docs/AUDIT.md documents on an export.
 fn verify_export(path: &std::path::Path, extra: &[&str]) -> (i32, String) {
