@@ -16,4 +16,4 @@ pub mod retention;
 pub mod sharing;
 pub mod tea;
 
-pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};
+pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, RenderReply, Reply};

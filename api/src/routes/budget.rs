@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, range_end, range_start, reply, trunc};
+use super::{answer, money, range_end, range_start, trunc, Idempotent};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -202,25 +202,10 @@ async fn create_transaction(
         reference: b.reference,
         recorded_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /budget/transactions", &body.raw);
-    let render =
-        |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_transaction(l, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::record_transaction(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_transaction,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_transaction);
+    let exec = cmd::record_transaction(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,30 +278,18 @@ async fn reverse_transaction(
     let row = q::get_transaction(&state.db, &tx_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    let idem = idem.with_request(
-        &format!("POST /budget/transactions/{tx_id}/reverse"),
-        &body.raw,
-    );
-    let render =
-        |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_transaction(l, ev));
     let ctx = Context::new(auth.0);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_transaction);
     let exec = cmd::reverse_transaction(
         &state.bus,
         &ctx,
         &row.currency,
         tx_id,
         body.value.reason,
-        idem.as_ref().map(|i| (i, &render as _)),
+        reply.arg(),
     )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_transaction,
-    )
-    .await
+    .await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 // ---- balance ----
@@ -500,17 +473,10 @@ async fn create_debt(
         source_ref: b.source_ref,
         created_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /budget/debts", &body.raw);
-    let render = |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_debt(l, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::create_debt(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_debt).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_debt);
+    let exec = cmd::create_debt(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -587,19 +553,18 @@ async fn pay_debt(
 ) -> ApiResult<Response> {
     bookkeepers(&auth)?;
     let (debt_id, row) = visible_debt(&state, &auth.0, &id).await?;
-    let idem = idem.with_request(&format!("POST /budget/debts/{debt_id}/payments"), &body.raw);
-    let render = |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_debt(l, ev));
     let ctx = Context::new(auth.0);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_debt);
     let exec = cmd::pay_debt(
         &state.bus,
         &ctx,
         &row.currency,
         debt_id,
         body.value.amount,
-        idem.as_ref().map(|i| (i, &render as _)),
+        reply.arg(),
     )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_debt).await
+    .await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 async fn forgive_debt(

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
+use super::{answer, reply, Idempotent};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -258,16 +258,10 @@ async fn create_chat(
         is_private: b.is_private.unwrap_or(b.kind != ChatType::Channel),
         member_ids: b.member_ids,
     };
-    let idem = idem.with_request("POST /chats", &body.raw);
-    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &chat_json(c, ev));
-    let exec = cmd::create_chat(
-        &state.bus,
-        &Context::new(actor),
-        chat,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, chat_json).await
+    let ctx = Context::new(actor);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, chat_json);
+    let exec = cmd::create_chat(&state.bus, &ctx, chat, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -391,27 +385,12 @@ async fn add_member(
 ) -> ApiResult<Response> {
     let (id, _) = visible(&state, &id, &actor).await?;
     let b = body.value;
-    let idem = idem.with_request(&format!("POST /chats/{id}/members"), &body.raw);
     let user_id = b.user_id.trim().to_string();
-    let render_json = member_json(&user_id);
-    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &render_json(c, ev));
-    let exec = cmd::add_member(
-        &state.bus,
-        &Context::new(actor),
-        id,
-        user_id.clone(),
-        b.role.unwrap_or(MemberRole::Member),
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        member_json(&user_id),
-    )
-    .await
+    let ctx = Context::new(actor);
+    let role = b.role.unwrap_or(MemberRole::Member);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, member_json(&user_id));
+    let exec = cmd::add_member(&state.bus, &ctx, id, user_id.clone(), role, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 async fn remove_member(
@@ -506,7 +485,7 @@ async fn post_message(
         metadata: b.metadata.unwrap_or_else(|| json!({})),
         filter_matches: vec![],
     };
-    let idem = idem.with_request(&format!("POST /chats/{chat_id}/messages"), &body.raw);
+    let idem = idem.for_body(&body.raw);
     let op = operation_id.to_string();
     let render = |_: &Operation, _: &[OperationEvent]| reply(StatusCode::ACCEPTED, &accepted(&op));
     let exec = commands::message::submit(

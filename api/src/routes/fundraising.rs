@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
+use super::{answer, Idempotent};
 use super::{dec, money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
@@ -210,25 +210,10 @@ async fn create_campaign(
         purpose: b.purpose,
         created_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /campaigns", &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_campaign(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::create(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_campaign,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_campaign);
+    let exec = cmd::create(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -417,26 +402,10 @@ async fn donate(
         anonymous: b.anonymous,
         message: b.message,
     };
-    let idem = idem.with_request(&format!("POST /campaigns/{id}/donations"), &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_donation(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::donate(
-        &state.bus,
-        &ctx,
-        id,
-        donation,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_donation,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_donation);
+    let exec = cmd::donate(&state.bus, &ctx, id, donation, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,26 +491,10 @@ async fn record_purchase(
         receipt_ref: b.receipt_ref,
         recorded_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request(&format!("POST /campaigns/{id}/purchases"), &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_purchase(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::record_purchase(
-        &state.bus,
-        &ctx,
-        id,
-        purchase,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_purchase,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_purchase);
+    let exec = cmd::record_purchase(&state.bus, &ctx, id, purchase, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, range_end, range_start, reply, trunc};
+use super::{answer, money, range_end, range_start, trunc, Idempotent};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};

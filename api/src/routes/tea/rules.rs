@@ -51,26 +51,10 @@ pub(super) async fn upsert_threshold(
         channels: nc.channels,
         notify_roles: nc.notify_roles,
     };
-    let idem = idem.with_request("POST /thresholds", &body.raw);
-    let render = |s: &Item, ev: &[ItemEvent]| reply(StatusCode::CREATED, &render_threshold(s, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::set_threshold(
-        &state.bus,
-        &ctx,
-        item_id,
-        b.min_qty,
-        notify,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_threshold,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_threshold);
+    let exec = cmd::set_threshold(&state.bus, &ctx, item_id, b.min_qty, notify, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 pub(super) async fn list_thresholds(
@@ -154,26 +138,10 @@ pub(super) async fn create_announcement(
         item_ids,
         published_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /announcements", &body.raw);
-    let render = |s: &domain::tea::Announcement, ev: &[AnnouncementEvent]| {
-        reply(StatusCode::CREATED, &render_announcement(s, ev))
-    };
     let ctx = Context::new(actor);
-    let exec = cmd::publish_announcement(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_announcement,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_announcement);
+    let exec = cmd::publish_announcement(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 pub(super) async fn list_announcements(
