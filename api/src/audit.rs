@@ -18,7 +18,7 @@ use crate::routes::budget::{balances_from, BalanceDto};
 /// The aggregate type of the budget ledger streams (`budget_ledger/<CUR>`).
 pub const BUDGET_LEDGER: &str = "budget_ledger";
 /// The read model `audit replay` compares with.
-pub const BUDGET_PROJECTION: &str = "budget";
+pub const BUDGET_PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 /// One currency's books, as `GET /budget/balance` answers them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

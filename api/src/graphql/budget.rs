@@ -7,7 +7,7 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, SubsecRound, Utc};
 use commands::budget::{self as cmd, may_read_books};
 use commands::{Context as CmdContext, Executed};
-use domain::budget::{DebtSpec, Ledger, LedgerEvent, TransactionSpec, TxKind};
+use domain::budget::{DebtSpec, LedgerEvent, TransactionSpec, TxKind};
 use domain::{Actor, Role};
 use projections::budget::queries::{self as q, TransactionFilter};
 use projections::page::Page;
@@ -22,7 +22,7 @@ use crate::routes::budget::{
 };
 use crate::state::AppState;
 
-const PROJECTION: &str = "budget";
+const PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 fn money(d: Decimal) -> String {
     let mut d = d;
@@ -202,12 +202,6 @@ async fn visible_debt(state: &AppState, actor: &Actor, id: &ID) -> GqlResult<q::
         .ok_or_else(|| gql_error(ApiError::not_found("debt")))
 }
 
-async fn settled(state: &AppState, exec: &Executed<Ledger>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
-}
-
 fn err(e: commands::CommandError) -> async_graphql::Error {
     gql_error(e.into())
 }
@@ -380,7 +374,7 @@ impl BudgetMutation {
         let exec = cmd::record_transaction(&state.bus, &CmdContext::new(actor.clone()), spec, None)
             .await
             .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         transaction(state, id).await
     }
 
@@ -405,7 +399,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let reversal = match &exec {
             Executed::Done { events, .. } => events.iter().find_map(|e| match e {
                 LedgerEvent::TransactionReversed { reversal_id, .. } => Some(*reversal_id),
@@ -438,7 +432,7 @@ impl BudgetMutation {
         let exec = cmd::create_debt(&state.bus, &CmdContext::new(actor.clone()), spec, None)
             .await
             .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -457,7 +451,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -475,7 +469,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -499,7 +493,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let rows = q::balances(&state.db, None, None)
             .await
             .map_err(|e| gql_error(e.into()))?;

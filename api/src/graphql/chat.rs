@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::routes::chat::visible;
 use crate::state::AppState;
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "ChatType")]
@@ -372,12 +372,6 @@ pub(super) async fn message_by_id(state: &AppState, id: Uuid) -> GqlResult<Optio
     Ok(Some(Message::from_row(row, rs)))
 }
 
-async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: &Executed<A>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
-}
-
 fn err(e: commands::CommandError) -> async_graphql::Error {
     gql_error(e.into())
 }
@@ -630,7 +624,7 @@ impl ChatMutation {
             commands::chat::create_chat(&state.bus, &CmdContext::new(actor.clone()), chat, None)
                 .await
                 .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let row = q::visible_chat(&state.db, &id, &actor.user_id, true)
             .await
             .map_err(|e| gql_error(e.into()))?
@@ -657,7 +651,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(true)
     }
 
@@ -673,7 +667,7 @@ impl ChatMutation {
             commands::chat::remove_member(&state.bus, &CmdContext::new(actor.clone()), id, user_id)
                 .await
                 .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(true)
     }
 
@@ -716,7 +710,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(Operation {
             operation_id: ID(op.to_string()),
             status: "accepted".into(),
@@ -744,7 +738,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -761,7 +755,7 @@ impl ChatMutation {
             commands::message::delete(&state.bus, &CmdContext::new(actor.clone()), &chat, mid)
                 .await
                 .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -784,7 +778,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -807,7 +801,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -837,7 +831,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let (_, chat) = visible_chat(state, actor, &chat_id).await?;
         Ok(Retention::of(id, &chat))
     }
@@ -874,7 +868,7 @@ impl ChatMutation {
         let exec = m::broadcast_notice(&state.bus, &CmdContext::new(actor.clone()), notice.clone())
             .await
             .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let created_at = match &exec {
             Executed::Done { state: n, .. } => n.created_at,
             Executed::Replayed(_) => None,
@@ -978,7 +972,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let row = mq::sanction(&state.db, &sid.to_string())
             .await
             .map_err(|e| gql_error(e.into()))?
@@ -1023,7 +1017,7 @@ impl ChatMutation {
         let exec = m::file_report(&state.bus, &CmdContext::new(actor.clone()), report)
             .await
             .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         report_by_id(state, &id).await
     }
 
@@ -1046,7 +1040,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         report_by_id(state, &rid.to_string()).await
     }
 }

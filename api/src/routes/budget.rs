@@ -27,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "budget";
+const PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -27,7 +27,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 /// Users one sync request may carry.
 pub const MAX_SYNC_USERS: usize = 1_000;
 /// A heartbeat younger than this means online.

@@ -30,7 +30,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "fundraising";
+const PROJECTION: &str = projections::fundraising::FundraisingProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -29,7 +29,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery};
 use crate::state::AppState;
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,12 +43,6 @@ pub fn router() -> Router<AppState> {
         .route("/reports/{id}", get(get_report).patch(move_report))
         .route("/notices", post(broadcast_notice))
         .route("/messages/search", get(search))
-}
-
-async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: &Executed<A>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
 }
 
 // ---------- filters ----------
@@ -233,7 +227,7 @@ async fn revoke(
         None => None,
     };
     let exec = m::revoke_sanction(&state.bus, &Context::new(actor), chat.as_ref(), sid).await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::sanction(&state.db, &sid.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("sanction"))?;
@@ -297,7 +291,7 @@ async fn file_report(
     };
     let id = report.id.to_string();
     let exec = m::file_report(&state.bus, &Context::new(actor), report).await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::report(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("report"))?;
@@ -366,7 +360,7 @@ async fn move_report(
         b.resolution_notes,
     )
     .await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::report(&state.db, &id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("report"))?;
@@ -411,7 +405,7 @@ async fn broadcast_notice(
         roles: b.roles,
     };
     let exec = m::broadcast_notice(&state.bus, &Context::new(auth.0), notice.clone()).await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let created_at = match &exec {
         Executed::Done { state: n, .. } => n.created_at,
         Executed::Replayed(_) => None,

@@ -96,5 +96,12 @@ async fn put_retention(
     }
     let exec = commands::retention::change_settings(&state.bus, &Context::new(actor), id, settings)
         .await?;
-    answer(&state, "chat", StatusCode::OK, exec, retention_json).await
+    answer(
+        &state,
+        projections::chat::ChatProjection::NAME,
+        StatusCode::OK,
+        exec,
+        retention_json,
+    )
+    .await
 }

@@ -25,7 +25,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "sharing";
+const PROJECTION: &str = projections::sharing::SharingProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()

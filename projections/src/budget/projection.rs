@@ -12,6 +12,11 @@ use rust_decimal::Decimal;
 
 pub struct BudgetProjection;
 
+impl BudgetProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "budget";
+}
+
 /// An amount (at most two decimals) in integer cents.
 pub fn cents(d: Decimal) -> i64 {
     (d * Decimal::ONE_HUNDRED)
@@ -28,7 +33,7 @@ struct DebtAmount {
 #[async_trait]
 impl crate::Projection for BudgetProjection {
     fn name(&self) -> &'static str {
-        "budget"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {

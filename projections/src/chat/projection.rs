@@ -9,10 +9,15 @@ use eventstore::{tx_exec, StoredEvent, Tx};
 
 pub struct ChatProjection;
 
+impl ChatProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "chat";
+}
+
 #[async_trait]
 impl crate::Projection for ChatProjection {
     fn name(&self) -> &'static str {
-        "chat"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {

@@ -39,7 +39,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "tea";
+const PROJECTION: &str = projections::tea::TeaProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
