@@ -12,6 +12,7 @@ pub mod inbox;
 pub mod message;
 pub mod moderation;
 pub mod policy;
+pub mod ratelimit;
 pub mod retention;
 pub mod sharing;
 pub mod tea;

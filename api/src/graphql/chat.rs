@@ -9,7 +9,7 @@ use commands::moderation::{self as m, NewSanction};
 use commands::{Context as CmdContext, Executed};
 use domain::chat::{
     Chat as ChatAgg, ChatType, MemberRole, MessageType, NewChat, NewReport, ReportStatus,
-    SanctionKind, SanctionScope, Submission,
+    SanctionKind, SanctionScope,
 };
 use domain::{Actor, Role};
 use projections::chat::moderation as mq;
@@ -680,18 +680,9 @@ impl ChatMutation {
         notice: Option<bool>,
     ) -> GqlResult<Operation> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (id, chat) = visible_chat(state, actor, &chat_id).await?;
-        let notice = notice.unwrap_or(false);
-        commands::message::check_may_post(&state.bus, &chat, actor, notice)
-            .await
-            .map_err(err)?;
-        crate::ratelimit::check_message(&actor.user_id).map_err(gql_error)?;
-        let submission = Submission {
-            operation_id: Uuid::now_v7(),
-            message_id: Uuid::now_v7(),
-            chat_id: id,
-            author_id: actor.user_id.clone(),
-            kind: if notice {
+        let id = uuid_of(&chat_id, "chat")?;
+        let draft = commands::message::Draft {
+            kind: if notice.unwrap_or(false) {
                 MessageType::Notice
             } else {
                 MessageType::Normal
@@ -699,17 +690,11 @@ impl ChatMutation {
             text,
             attachments: vec![],
             metadata: serde_json::json!({}),
-            filter_matches: vec![],
         };
-        let op = submission.operation_id;
-        let exec = commands::message::submit(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            submission,
-            None,
-        )
-        .await
-        .map_err(err)?;
+        let (op, exec) =
+            commands::message::post(&state.bus, &CmdContext::new(actor.clone()), id, draft, None)
+                .await
+                .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         Ok(Operation {
             operation_id: ID(op.to_string()),
@@ -727,17 +712,14 @@ impl ChatMutation {
         text: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::edit(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            text,
-        )
-        .await
-        .map_err(err)?;
+        let exec =
+            commands::message::edit(&state.bus, &CmdContext::new(actor.clone()), id, mid, text)
+                .await
+                .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
@@ -749,12 +731,13 @@ impl ChatMutation {
         message_id: ID,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec =
-            commands::message::delete(&state.bus, &CmdContext::new(actor.clone()), &chat, mid)
-                .await
-                .map_err(err)?;
+        let exec = commands::message::delete(&state.bus, &CmdContext::new(actor.clone()), id, mid)
+            .await
+            .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
@@ -767,17 +750,14 @@ impl ChatMutation {
         emoji: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::react(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            emoji,
-        )
-        .await
-        .map_err(err)?;
+        let exec =
+            commands::message::react(&state.bus, &CmdContext::new(actor.clone()), id, mid, emoji)
+                .await
+                .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
@@ -790,17 +770,14 @@ impl ChatMutation {
         emoji: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::unreact(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            emoji,
-        )
-        .await
-        .map_err(err)?;
+        let exec =
+            commands::message::unreact(&state.bus, &CmdContext::new(actor.clone()), id, mid, emoji)
+                .await
+                .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
@@ -815,19 +792,19 @@ impl ChatMutation {
         post_policy: Option<String>,
     ) -> GqlResult<Retention> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (id, chat) = visible_chat(state, actor, &chat_id).await?;
-        let mut settings = chat.settings.clone();
-        if let Some(d) = retention_days {
-            settings.retention_days = d;
-        }
-        if let Some(p) = post_policy {
-            settings.post_policy = p;
-        }
-        let exec = commands::retention::change_settings(
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
+        let patch = domain::chat::SettingsPatch {
+            retention_days,
+            post_policy,
+            extra: None,
+        };
+        let exec = commands::retention::patch_settings(
             &state.bus,
             &CmdContext::new(actor.clone()),
             id,
-            settings,
+            patch,
         )
         .await
         .map_err(err)?;

@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use commands::message::{AttachmentDraft, Draft};
 use commands::{chat as cmd, Context};
 use domain::chat::{
-    Attachment, Chat, ChatEvent, ChatType, MemberRole, MessageType, NewChat, Operation,
-    OperationEvent, ProfileData, Submission,
+    Chat, ChatEvent, ChatType, MemberRole, MessageType, NewChat, Operation, OperationEvent,
+    ProfileData,
 };
 use domain::{Actor, Role};
 use projections::chat::queries::{self as q, ChatFilter, ChatRow};
@@ -456,26 +457,15 @@ async fn post_message(
     Path(id): Path<String>,
     body: ApiJson<PostMessage>,
 ) -> ApiResult<Response> {
-    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let chat_id = path_uuid(&id, "chat")?;
     let b = body.value;
-    let kind = b.kind.unwrap_or(MessageType::Normal);
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    commands::message::check_may_post(&state.bus, &chat, &actor, kind == MessageType::Notice)
-        .await?;
-    crate::ratelimit::check_message(&actor.user_id)?;
-    let operation_id = Uuid::now_v7();
-    let submission = Submission {
-        operation_id,
-        message_id: Uuid::now_v7(),
-        chat_id,
-        author_id: actor.user_id.clone(),
-        kind,
+    let draft = Draft {
+        kind: b.kind.unwrap_or(MessageType::Normal),
         text: b.text,
         attachments: b
             .attachments
             .into_iter()
-            .map(|a| Attachment {
-                id: Uuid::now_v7(),
+            .map(|a| AttachmentDraft {
                 url: a.url,
                 content_type: a.content_type,
                 size_bytes: a.size_bytes,
@@ -483,22 +473,24 @@ async fn post_message(
             })
             .collect(),
         metadata: b.metadata.unwrap_or_else(|| json!({})),
-        filter_matches: vec![],
     };
     let idem = idem.for_body(&body.raw);
-    let op = operation_id.to_string();
-    let render = |_: &Operation, _: &[OperationEvent]| reply(StatusCode::ACCEPTED, &accepted(&op));
-    let exec = commands::message::submit(
+    let render = |o: &Operation, _: &[OperationEvent]| {
+        let op = o.submission.as_ref().map(|s| s.operation_id.to_string());
+        reply(StatusCode::ACCEPTED, &accepted(&op.unwrap_or_default()))
+    };
+    let (operation_id, exec) = commands::message::post(
         &state.bus,
         &Context::new(actor),
-        submission,
+        chat_id,
+        draft,
         idem.as_ref().map(|i| (i, &render as _)),
     )
     .await?;
     match exec {
         commands::Executed::Done { stored, .. } => {
             state.settle(PROJECTION, &stored).await;
-            Ok(accepted_response(accepted(&op)))
+            Ok(accepted_response(accepted(&operation_id.to_string())))
         }
         commands::Executed::Replayed(r) => Ok(accepted_response(
             serde_json::from_str(&r.body).unwrap_or(Value::Null),
@@ -559,8 +551,7 @@ async fn delete_message(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    let exec = commands::message::delete(&state.bus, &Context::new(actor), &chat, msg_id).await?;
+    let exec = commands::message::delete(&state.bus, &Context::new(actor), chat_id, msg_id).await?;
     if let commands::Executed::Done { stored, .. } = &exec {
         state.settle(PROJECTION, stored).await;
     }
@@ -613,11 +604,10 @@ async fn edit_message(
 ) -> ApiResult<Json<Value>> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
     let exec = commands::message::edit(
         &state.bus,
         &Context::new(actor),
-        &chat,
+        chat_id,
         msg_id,
         body.value.text,
     )
@@ -649,13 +639,12 @@ async fn add_reaction(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
     let user_id = actor.user_id.clone();
     let emoji = body.value.emoji;
     let exec = commands::message::react(
         &state.bus,
         &Context::new(actor),
-        &chat,
+        chat_id,
         msg_id,
         emoji.clone(),
     )
@@ -693,9 +682,8 @@ async fn remove_reaction(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    let exec =
-        commands::message::unreact(&state.bus, &Context::new(actor), &chat, msg_id, emoji).await?;
+    let exec = commands::message::unreact(&state.bus, &Context::new(actor), chat_id, msg_id, emoji)
+        .await?;
     if let commands::Executed::Done { stored, .. } = &exec {
         state.settle(PROJECTION, stored).await;
     }
