@@ -13,7 +13,7 @@ use eventstore::{AuditFilter, AuditRow, Checkpoint, EventStore};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 
-use crate::routes::budget::{balances_from, BalanceDto};
+use crate::service::budget::{balances_from, BalanceDto};
 
 /// The aggregate type of the budget ledger streams (`budget_ledger/<CUR>`).
 pub const BUDGET_LEDGER: &str = "budget_ledger";

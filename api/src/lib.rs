@@ -13,6 +13,7 @@ pub mod presence;
 pub mod ratelimit;
 pub mod retention;
 pub mod routes;
+pub mod service;
 pub mod settings;
 pub mod state;
 

@@ -16,9 +16,9 @@ use uuid::Uuid;
 
 use super::{actor, gql_error, state, GqlResult, PageInfo};
 use crate::error::ApiError;
-use crate::routes::budget::{
-    balances_from, check_currency, debt_from_row, transaction_from_row, BalanceDto, DebtDto,
-    TransactionDto,
+use crate::service::budget::{
+    balances_from, check_currency, debt_from_row, debts_owner, transaction_from_row, BalanceDto,
+    DebtDto, TransactionDto,
 };
 use crate::state::AppState;
 
@@ -194,12 +194,10 @@ async fn transaction(state: &AppState, id: Uuid) -> GqlResult<Transaction> {
 
 /// A debt the caller may see (another user's debt does not exist for a student).
 async fn visible_debt(state: &AppState, actor: &Actor, id: &ID) -> GqlResult<q::DebtRow> {
-    let id = uuid_of(id, "debt")?;
-    q::get_debt(&state.db, &id.to_string())
+    crate::service::budget::visible_debt(state, actor, id.as_str())
         .await
-        .map_err(|e| gql_error(e.into()))?
-        .filter(|r| may_read_books(actor) || r.user_id == actor.user_id)
-        .ok_or_else(|| gql_error(ApiError::not_found("debt")))
+        .map(|(_, row)| row)
+        .map_err(gql_error)
 }
 
 fn err(e: commands::CommandError) -> async_graphql::Error {
@@ -289,18 +287,7 @@ impl BudgetQuery {
         status: Option<String>,
     ) -> GqlResult<DebtConnection> {
         let actor = actor(ctx);
-        let user_id = if may_read_books(actor) {
-            user_id
-        } else {
-            match user_id {
-                Some(u) if u != actor.user_id => {
-                    return Err(gql_error(ApiError::Forbidden(
-                        "only admins, executors and auditors see other users' debts".into(),
-                    )))
-                }
-                _ => Some(actor.user_id.clone()),
-            }
-        };
+        let user_id = debts_owner(actor, user_id).map_err(gql_error)?;
         let page =
             Page::parse(first.map(i64::from), after.as_deref()).map_err(|e| gql_error(e.into()))?;
         let (rows, next) = q::list_debts(&state(ctx).db, user_id, status, page)

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{actor, gql_error, state, GqlResult, PageInfo};
 use crate::error::ApiError;
-use crate::routes::chat::visible;
+use crate::service::chat::visible;
 use crate::state::AppState;
 
 const PROJECTION: &str = projections::chat::ChatProjection::NAME;

@@ -122,12 +122,7 @@ pub fn replayed(reply: Reply) -> Response {
     resp
 }
 
-/// Money on the wire: a JSON number with the currency's two decimals (`serialize_with`).
-pub fn money<S: serde::Serializer>(d: &rust_decimal::Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let mut d = *d;
-    d.rescale(2);
-    rust_decimal::serde::arbitrary_precision::serialize(&d, s)
-}
+pub use crate::service::money;
 
 /// A decimal amount as the read models store it (text written from a `Decimal`).
 pub fn dec(s: &str) -> rust_decimal::Decimal {
