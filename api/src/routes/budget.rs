@@ -478,7 +478,7 @@ async fn get_settings(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
     let out: Vec<Value> = rows
         .into_iter()
         .map(|r| {
-            let mut t: Decimal = r.low_balance_threshold.parse().unwrap_or_default();
+            let mut t = r.low_balance_threshold;
             t.rescale(2);
             json!({"currency": r.currency,
                 "low_balance_threshold": serde_json::from_str::<Value>(&t.to_string()).unwrap_or(Value::Null),

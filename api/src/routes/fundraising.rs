@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{answer, Idempotent};
-use super::{dec, money, trunc};
+use super::{money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -94,12 +94,12 @@ fn progress(raised: Decimal, goal: Decimal) -> Decimal {
 }
 
 fn campaign_from_row(r: q::CampaignRow) -> CampaignDto {
-    let (goal, raised) = (dec(&r.goal_amount), dec(&r.raised));
+    let (goal, raised) = (r.goal_amount, r.raised);
     CampaignDto {
-        budget_check: match (&r.budget_available, &r.budget_shortfall) {
-            (Some(a), Some(s)) => Some(BudgetCheckDto {
-                available: dec(a),
-                shortfall: dec(s),
+        budget_check: match (r.budget_available, r.budget_shortfall) {
+            (Some(available), Some(shortfall)) => Some(BudgetCheckDto {
+                available,
+                shortfall,
             }),
             _ => None,
         },
@@ -113,7 +113,7 @@ fn campaign_from_row(r: q::CampaignRow) -> CampaignDto {
         purpose: r.purpose,
         status: r.status,
         raised,
-        spent: dec(&r.spent),
+        spent: r.spent,
         donors_count: r.donors_count,
         created_by: r.created_by,
         created_at: r.created_at,
@@ -262,7 +262,7 @@ async fn get_campaign(
         .await?
         .into_iter()
         .map(|p| PurchaseDto {
-            amount: dec(&p.amount),
+            amount: p.amount,
             id: p.id,
             campaign_id: p.campaign_id,
             currency: p.currency,
@@ -427,7 +427,7 @@ async fn list_donations(
         .into_iter()
         .map(|r| DonationDto {
             donor_id: sees_donor(&actor, &r.donor_id, r.anonymous).then_some(r.donor_id),
-            amount: dec(&r.amount),
+            amount: r.amount,
             id: r.id,
             campaign_id: r.campaign_id,
             currency: r.currency,

@@ -124,11 +124,6 @@ pub fn replayed(reply: Reply) -> Response {
 
 pub use crate::service::money;
 
-/// A decimal amount as the read models store it (text written from a `Decimal`).
-pub fn dec(s: &str) -> rust_decimal::Decimal {
-    s.parse().unwrap_or_default()
-}
-
 /// Times are kept to the microsecond, as PostgreSQL stores them.
 pub fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {
     use chrono::SubsecRound;

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{answer, Idempotent};
-use super::{dec, money, trunc};
+use super::{money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
@@ -56,7 +56,7 @@ pub struct AssetDto {
 
 fn asset_from_row(r: q::AssetRow) -> AssetDto {
     AssetDto {
-        replacement_cost: dec(&r.replacement_cost),
+        replacement_cost: r.replacement_cost,
         available: r.holder_id.is_none(),
         id: r.id,
         name: r.name,
@@ -263,7 +263,7 @@ async fn get_asset(
         .await?
         .into_iter()
         .map(|d| DamageDto {
-            cost: dec(&d.cost),
+            cost: d.cost,
             id: d.id,
             asset_id: d.asset_id,
             user_id: d.user_id,

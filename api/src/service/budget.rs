@@ -51,7 +51,7 @@ pub fn transaction_from_row(r: q::TransactionRow) -> TransactionDto {
     TransactionDto {
         id: r.id,
         kind: r.kind,
-        amount: r.amount.parse().unwrap_or_default(),
+        amount: r.amount,
         currency: r.currency,
         category: r.category,
         description: r.description,
@@ -121,8 +121,7 @@ pub struct DebtDto {
 }
 
 pub fn debt_from_row(r: q::DebtRow) -> DebtDto {
-    let amount: Decimal = r.amount.parse().unwrap_or_default();
-    let paid: Decimal = r.amount_paid.parse().unwrap_or_default();
+    let (amount, paid) = (r.amount, r.amount_paid);
     DebtDto {
         outstanding: if r.status == "open" {
             amount - paid

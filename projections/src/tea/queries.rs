@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use eventstore::{db_fetch_all, db_fetch_optional, Db};
+use rust_decimal::Decimal;
 
 use crate::page::Page;
 
@@ -37,7 +38,8 @@ pub struct BatchRow {
     pub qty_received: i64,
     pub qty_remaining: i64,
     pub currency: String,
-    pub cost_total: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub cost_total: Decimal,
     pub received_at: DateTime<Utc>,
     pub seq: i64,
 }

@@ -109,7 +109,7 @@ pub(super) async fn list_batches(
             qty_received: r.qty_received,
             qty_remaining: r.qty_remaining,
             currency: r.currency,
-            cost_total: r.cost_total.parse().unwrap_or_default(),
+            cost_total: r.cost_total,
             received_at: r.received_at,
         })
         .collect();
