@@ -70,6 +70,17 @@ impl TryFrom<JsonText> for Vec<String> {
     }
 }
 
+impl TryFrom<JsonText> for Vec<serde_json::Value> {
+    type Error = StoredError;
+
+    fn try_from(t: JsonText) -> Result<Self, StoredError> {
+        serde_json::from_str(&t.0).map_err(|_| StoredError {
+            value: t.0,
+            expected: "a JSON array",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -142,8 +142,6 @@ pub struct Message {
 
 impl Message {
     fn from_row(m: q::MessageRow, reactions: Vec<Reaction>) -> Self {
-        let attachments: Vec<serde_json::Value> =
-            serde_json::from_str(&m.attachments).unwrap_or_default();
         Message {
             text: m.deleted_at.is_none().then_some(m.text),
             id: ID(m.id),
@@ -154,9 +152,10 @@ impl Message {
             edited_at: m.edited_at,
             deleted_at: m.deleted_at,
             filtered: m.filtered,
-            filter_matches: serde_json::from_str(&m.filter_matches).unwrap_or_default(),
+            filter_matches: m.filter_matches,
             flagged_at: m.flagged_at,
-            attachments: attachments
+            attachments: m
+                .attachments
                 .into_iter()
                 .map(|a| Attachment {
                     id: ID(a["id"].as_str().unwrap_or_default().to_string()),
@@ -292,7 +291,7 @@ impl From<mq::ReportRow> for Report {
             message_id: r.message_id.map(ID),
             reported_user_id: r.reported_user_id,
             reason: r.reason,
-            evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
+            evidence: r.evidence,
             status: r.status,
             resolution_notes: r.resolution_notes,
             created_at: r.created_at,
@@ -518,7 +517,7 @@ impl ChatQuery {
             user_id: p.user_id,
             nickname: p.nickname,
             avatar_url: p.avatar_url,
-            roles: serde_json::from_str(&p.roles).unwrap_or_default(),
+            roles: p.roles,
             presence: if online { "online" } else { "offline" }.into(),
         }))
     }

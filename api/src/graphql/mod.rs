@@ -97,7 +97,7 @@ impl From<q::ItemRow> for Item {
             active: r.active,
             track_expiry: r.track_expiry,
             min_stock_qty: r.min_stock_qty,
-            tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+            tags: r.tags,
             stock_qty: r.stock_qty,
             created_at: r.created_at,
             updated_at: r.updated_at,

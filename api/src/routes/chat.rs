@@ -160,7 +160,7 @@ fn profile_json(p: &q::ProfileRow) -> Value {
         "user_id": p.user_id,
         "nickname": p.nickname,
         "avatar_url": p.avatar_url,
-        "roles": serde_json::from_str::<Value>(&p.roles).unwrap_or(json!([])),
+        "roles": p.roles,
     })
 }
 
@@ -220,7 +220,7 @@ fn chat_json_from_row(r: &ChatRow) -> Value {
         "id": r.id, "type": r.kind, "name": r.name, "slug": r.slug, "is_private": r.is_private,
         "created_by": r.created_by, "created_at": r.created_at, "updated_at": r.updated_at,
         "member_count": r.member_count,
-        "settings": serde_json::from_str::<Value>(&r.settings).unwrap_or(json!({})),
+        "settings": r.settings,
     })
 }
 
@@ -548,12 +548,12 @@ pub(crate) fn message_json(m: q::MessageRow, reactions: Vec<Value>) -> Value {
     json!({
         "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
         "text": if deleted { Value::Null } else { json!(m.text) },
-        "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or(json!({})),
+        "metadata": m.metadata,
         "created_at": m.created_at, "edited_at": m.edited_at, "deleted_at": m.deleted_at,
         "filtered": m.filtered,
-        "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
+        "filter_matches": m.filter_matches,
         "flagged_at": m.flagged_at,
-        "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
+        "attachments": m.attachments,
         "reactions": reactions,
     })
 }

@@ -240,7 +240,7 @@ fn report_json(r: &ReportRow) -> Value {
     json!({
         "id": r.id, "reporter_id": r.reporter_id, "message_id": r.message_id,
         "reported_user_id": r.reported_user_id, "reason": r.reason,
-        "evidence": serde_json::from_str::<Value>(&r.evidence).unwrap_or(json!([])),
+        "evidence": r.evidence,
         "status": r.status, "resolution_notes": r.resolution_notes,
         "created_at": r.created_at, "updated_at": r.updated_at,
     })

@@ -43,7 +43,9 @@ async fn get_retention(
     )
     .await?
     .ok_or_else(|| ApiError::not_found("chat"))?;
-    let s: ChatSettings = serde_json::from_str(&row.settings).unwrap_or_default();
+    let s: ChatSettings = serde_json::from_value(row.settings).map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context("corrupt chat settings in the read model"))
+    })?;
     Ok(Json(json!({
         "chat_id": row.id, "retention_days": s.retention_days, "post_policy": s.post_policy, "extra": s.extra,
     })))

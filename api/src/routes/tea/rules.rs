@@ -70,7 +70,7 @@ pub(super) async fn list_thresholds(
             id: r.id,
             item_id: r.item_id,
             min_qty: r.min_qty,
-            notify_config: serde_json::from_str(&r.notify_config).unwrap_or(Value::Null),
+            notify_config: r.notify_config,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -160,7 +160,7 @@ pub(super) async fn list_announcements(
             published_by: r.published_by,
             effective_from: r.effective_from,
             created_at: r.created_at,
-            item_ids: serde_json::from_str(&r.item_ids).unwrap_or_default(),
+            item_ids: r.item_ids,
         })
         .collect();
     Ok(Json(json!({"announcements": out, "next_cursor": next})))
