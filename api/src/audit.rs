@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use crate::service::budget::{balances_from, BalanceDto};
 
 /// The aggregate type of the budget ledger streams (`budget_ledger/<CUR>`).
-pub const BUDGET_LEDGER: &str = "budget_ledger";
+pub const BUDGET_LEDGER: &str = <domain::budget::Ledger as cqrs_es::Aggregate>::TYPE;
 /// The read model `audit replay` compares with.
 pub const BUDGET_PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 

@@ -232,7 +232,7 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
         return Ok(());
     };
     let db = store.db();
-    let mut wakes = store.subscribe_types(Some(&["operation"]));
+    let mut wakes = store.subscribe_types(Some(&[<Operation as cqrs_es::Aggregate>::TYPE]));
     let mut cp = load_checkpoint_db(&db, WORKER).await?;
     let mut saved = cp;
     loop {
@@ -254,7 +254,9 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
         // appends: in sequence, one busy chat would hold every other chat's messages back).
         let mut per_chat: Vec<(uuid::Uuid, Vec<Timed>)> = Vec::new();
         for e in &batch.events {
-            if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
+            if e.aggregate_type != <Operation as cqrs_es::Aggregate>::TYPE
+                || e.event_type != "MessageSubmitted"
+            {
                 continue;
             }
             let OperationEvent::MessageSubmitted { submission, at } =

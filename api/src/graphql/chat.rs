@@ -890,7 +890,12 @@ impl ChatMutation {
         let (state, actor) = (state(ctx), actor(ctx));
         let scope = SanctionScope::from(input.scope);
         let chat = match (scope, &input.chat_id) {
-            (SanctionScope::Chat, Some(id)) => Some(visible_chat(state, actor, id).await?.1),
+            (SanctionScope::Chat, Some(id)) => Some(
+                visible(state, id.as_str(), actor)
+                    .await
+                    .map_err(gql_error)?
+                    .0,
+            ),
             (SanctionScope::Chat, None) => {
                 return Err(gql_error(ApiError::validation("scope CHAT needs chatId")))
             }
@@ -908,14 +913,9 @@ impl ChatMutation {
             reason: input.reason.filter(|r| !r.trim().is_empty()),
             until: input.until,
         };
-        let (s, stored) = m::apply_sanction(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            chat.as_ref(),
-            new,
-        )
-        .await
-        .map_err(err)?;
+        let (s, stored) = m::apply_sanction(&state.bus, &CmdContext::new(actor.clone()), chat, new)
+            .await
+            .map_err(err)?;
         state.settle(PROJECTION, &stored).await;
         let row = mq::sanction(&state.db, &s.id.to_string())
             .await
@@ -933,21 +933,16 @@ impl ChatMutation {
             .ok_or_else(|| gql_error(ApiError::not_found("sanction")))?;
         let chat = match &row.chat_id {
             Some(c) => Some(
-                visible_chat(state, actor, &ID(c.clone()))
+                visible(state, c, actor)
                     .await
                     .map_err(|_| gql_error(ApiError::not_found("sanction")))?
-                    .1,
+                    .0,
             ),
             None => None,
         };
-        let exec = m::revoke_sanction(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            chat.as_ref(),
-            sid,
-        )
-        .await
-        .map_err(err)?;
+        let exec = m::revoke_sanction(&state.bus, &CmdContext::new(actor.clone()), chat, sid)
+            .await
+            .map_err(err)?;
         state.settle(PROJECTION, &exec).await;
         let row = mq::sanction(&state.db, &sid.to_string())
             .await

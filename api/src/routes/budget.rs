@@ -53,12 +53,24 @@ pub fn router() -> Router<AppState> {
         .route("/budget/reports", get(report))
 }
 
+/// Reading the books: the rule of `commands::budget::may_read_books`.
 fn readers(auth: &Auth) -> Result<(), ApiError> {
-    auth.require_any(&[Role::Admin, Role::Executor, Role::Auditor])
+    if cmd::may_read_books(&auth.0) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "requires role admin or executor or auditor".into(),
+    ))
 }
 
+/// Booking: the rule of `commands::budget::may_book`.
 fn bookkeepers(auth: &Auth) -> Result<(), ApiError> {
-    auth.require_any(&[Role::Admin, Role::Executor])
+    if cmd::may_book(&auth.0) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "requires role admin or executor".into(),
+    ))
 }
 
 fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {

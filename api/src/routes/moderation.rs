@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use commands::moderation::{self as m, NewSanction};
 use commands::{Context, Executed};
 use domain::chat::{
-    Chat, NewNotice, NewReport, ReportStatus, Sanction, SanctionKind, SanctionScope, MAX_TEXT,
+    NewNotice, NewReport, ReportStatus, Sanction, SanctionKind, SanctionScope, MAX_TEXT,
 };
 use domain::Role;
 use projections::chat::moderation::{self as mq, ReportRow, SanctionRow};
@@ -145,10 +145,9 @@ async fn mute(
     sanction(state, auth, body.value, SanctionKind::Mute).await
 }
 
-/// The chat a sanction names, as the caller may see it (404 otherwise).
-async fn sanction_chat(state: &AppState, actor: &domain::Actor, chat_id: &str) -> ApiResult<Chat> {
-    let (id, _) = visible(state, chat_id, actor).await?;
-    Ok(state.bus.load::<Chat>(&id.to_string()).await?.1)
+/// The chat a sanction names, if the caller may see it (404 otherwise).
+async fn sanction_chat(state: &AppState, actor: &domain::Actor, chat_id: &str) -> ApiResult<Uuid> {
+    Ok(visible(state, chat_id, actor).await?.0)
 }
 
 async fn sanction(
@@ -181,7 +180,7 @@ async fn sanction(
         until: b.until,
     };
     let ctx = Context::new(actor);
-    let (s, stored) = m::apply_sanction(&state.bus, &ctx, chat.as_ref(), new).await?;
+    let (s, stored) = m::apply_sanction(&state.bus, &ctx, chat, new).await?;
     state.settle(PROJECTION, &stored).await;
     Ok((StatusCode::CREATED, Json(sanction_json(&s))).into_response())
 }
@@ -226,7 +225,7 @@ async fn revoke(
         ),
         None => None,
     };
-    let exec = m::revoke_sanction(&state.bus, &Context::new(actor), chat.as_ref(), sid).await?;
+    let exec = m::revoke_sanction(&state.bus, &Context::new(actor), chat, sid).await?;
     state.settle(PROJECTION, &exec).await;
     let row = mq::sanction(&state.db, &sid.to_string())
         .await?
