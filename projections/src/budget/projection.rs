@@ -37,7 +37,7 @@ impl crate::Projection for BudgetProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["budget_ledger"])
+        Some(&[<domain::budget::Ledger as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
@@ -51,7 +51,7 @@ impl crate::Projection for BudgetProjection {
         let mut b = Bulk::default();
         for e in events
             .iter()
-            .filter(|e| e.aggregate_type == "budget_ledger")
+            .filter(|e| e.aggregate_type == <domain::budget::Ledger as domain::Aggregate>::TYPE)
         {
             let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone())
                 .with_context(|| format!("budget: bad event at position {}", e.position))?;

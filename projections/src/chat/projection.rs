@@ -22,14 +22,14 @@ impl crate::Projection for ChatProjection {
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
         Some(&[
-            "profile",
-            "chat",
-            "operation",
-            "message",
-            "moderation",
-            "report",
-            "notice",
-            "read_position",
+            <domain::chat::Profile as domain::Aggregate>::TYPE,
+            <domain::chat::Chat as domain::Aggregate>::TYPE,
+            <domain::chat::Operation as domain::Aggregate>::TYPE,
+            <domain::chat::Message as domain::Aggregate>::TYPE,
+            <domain::chat::Moderation as domain::Aggregate>::TYPE,
+            <domain::chat::Report as domain::Aggregate>::TYPE,
+            <domain::chat::Notice as domain::Aggregate>::TYPE,
+            <domain::chat::ReadPosition as domain::Aggregate>::TYPE,
         ])
     }
 

@@ -39,7 +39,7 @@ impl crate::Projection for FundraisingProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["campaign"])
+        Some(&[<domain::fundraising::Campaign as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

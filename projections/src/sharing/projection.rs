@@ -18,7 +18,7 @@ impl crate::Projection for SharingProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["asset"])
+        Some(&[<domain::sharing::Asset as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

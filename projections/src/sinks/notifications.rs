@@ -329,7 +329,7 @@ impl crate::Projection for InboxProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["inbox"])
+        Some(&[<domain::inbox::Inbox as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

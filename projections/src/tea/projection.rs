@@ -124,7 +124,10 @@ impl crate::Projection for TeaProjection {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["item", "announcement"])
+        Some(&[
+            <domain::tea::Item as domain::Aggregate>::TYPE,
+            <domain::tea::Announcement as domain::Aggregate>::TYPE,
+        ])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
