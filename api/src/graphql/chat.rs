@@ -564,9 +564,7 @@ impl ChatQuery {
         after: Option<String>,
     ) -> GqlResult<Vec<Report>> {
         let (state, actor) = (state(ctx), actor(ctx));
-        if !actor.has(Role::Admin) {
-            return Err(gql_error(ApiError::Forbidden("requires role admin".into())));
-        }
+        crate::service::chat::may_list_reports(actor).map_err(gql_error)?;
         let page =
             Page::parse(first.map(i64::from), after.as_deref()).map_err(|e| gql_error(e.into()))?;
         let (rows, _) = mq::reports(

@@ -309,7 +309,7 @@ async fn list_reports(
     auth: Auth,
     ApiQuery(p): ApiQuery<ReportsQuery>,
 ) -> ApiResult<Json<Value>> {
-    auth.require_any(&[Role::Admin])?;
+    crate::service::chat::may_list_reports(&auth.0)?;
     let page = Page::parse(p.limit, p.cursor.as_deref())?;
     let (rows, next) = mq::reports(&state.db, p.status.map(|s| s.as_str()), page).await?;
     Ok(Json(json!({
@@ -324,11 +324,7 @@ async fn get_report(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = path_uuid(&id, "report")?;
-    let row = mq::report(&state.db, &id.to_string())
-        .await?
-        .filter(|r| r.reporter_id == actor.user_id || actor.has(Role::Admin))
-        .ok_or_else(|| ApiError::not_found("report"))?;
+    let row = crate::service::chat::visible_report(&state, &actor, &id).await?;
     Ok(Json(report_json(&row)))
 }
 

@@ -76,3 +76,26 @@ pub async fn mark_read(
         "last_read_at": position.last_read_at,
     }))
 }
+
+/// Listing reports is for admins (REST `GET /reports`, GraphQL `reports`).
+pub fn may_list_reports(actor: &Actor) -> ApiResult<()> {
+    if actor.has(Role::Admin) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("requires role admin".into()))
+    }
+}
+
+/// The report `raw` names if the caller may see it: admins, and its reporter; to anyone else it
+/// does not exist (not found).
+pub async fn visible_report(
+    state: &AppState,
+    actor: &Actor,
+    raw: &str,
+) -> ApiResult<projections::chat::moderation::ReportRow> {
+    let id = path_uuid(raw, "report")?;
+    projections::chat::moderation::report(&state.db, &id.to_string())
+        .await?
+        .filter(|r| r.reporter_id == actor.user_id || actor.has(Role::Admin))
+        .ok_or_else(|| ApiError::not_found("report"))
+}
