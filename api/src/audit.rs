@@ -13,12 +13,12 @@ use eventstore::{AuditFilter, AuditRow, Checkpoint, EventStore};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 
-use crate::routes::budget::{balances_from, BalanceDto};
+use crate::service::budget::{balances_from, BalanceDto};
 
 /// The aggregate type of the budget ledger streams (`budget_ledger/<CUR>`).
-pub const BUDGET_LEDGER: &str = "budget_ledger";
+pub const BUDGET_LEDGER: &str = <domain::budget::Ledger as cqrs_es::Aggregate>::TYPE;
 /// The read model `audit replay` compares with.
-pub const BUDGET_PROJECTION: &str = "budget";
+pub const BUDGET_PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 /// One currency's books, as `GET /budget/balance` answers them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! when too large), query strings (422), the `Idempotency-Key` header.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
@@ -64,15 +64,23 @@ fn serde_urlencoded_from_str<T: DeserializeOwned>(q: &str) -> Result<T, String> 
     .map_err(|e| e.body_text())
 }
 
-/// The optional `Idempotency-Key` header.
-pub struct IdempotencyKey(pub Option<String>);
+/// The optional `Idempotency-Key` header, with the route it was sent to.
+///
+/// The route is the fingerprint's first part and comes from the router, never from a string typed
+/// in a handler: the method and the matched path with its parameters filled in (a parameter that
+/// is a UUID in its canonical form), e.g. `POST /campaigns/0190…/donations`.
+pub struct IdempotencyKey {
+    pub key: Option<String>,
+    pub route: String,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let route = matched_route(parts, state).await;
         let Some(v) = parts.headers.get("idempotency-key") else {
-            return Ok(IdempotencyKey(None));
+            return Ok(IdempotencyKey { key: None, route });
         };
         let s = v
             .to_str()
@@ -88,16 +96,43 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
                     "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
                 ))
             })?;
-        Ok(IdempotencyKey(Some(s.to_string())))
+        Ok(IdempotencyKey {
+            key: Some(s.to_string()),
+            route,
+        })
     }
+}
+
+/// `METHOD /matched/path` with the path parameters substituted (UUIDs canonical).
+async fn matched_route<S: Send + Sync>(parts: &mut Parts, state: &S) -> String {
+    let method = parts.method.as_str().to_string();
+    let Some(template) = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+    else {
+        // Not routed (cannot happen for a handler's extractor): the literal path.
+        return format!("{method} {}", parts.uri.path());
+    };
+    let mut path = template;
+    if let Ok(params) = RawPathParams::from_request_parts(parts, state).await {
+        for (name, value) in &params {
+            let value = match value.parse::<uuid::Uuid>() {
+                Ok(id) => id.to_string(),
+                Err(_) => value.to_string(),
+            };
+            path = path.replace(&format!("{{{name}}}"), &value);
+        }
+    }
+    format!("{method} {path}")
 }
 
 impl IdempotencyKey {
     /// Binds the key to this route and body: reusing it for another request is a 422.
-    pub fn with_request(&self, route: &str, raw: &[u8]) -> Option<commands::Idempotency> {
-        self.0.as_ref().map(|key| {
+    pub fn for_body(&self, raw: &[u8]) -> Option<commands::Idempotency> {
+        self.key.as_ref().map(|key| {
             let mut h = Sha256::new();
-            h.update(route.as_bytes());
+            h.update(self.route.as_bytes());
             h.update([0]);
             h.update(raw);
             commands::Idempotency {

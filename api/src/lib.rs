@@ -13,6 +13,7 @@ pub mod ratelimit;
 pub mod retention;
 pub mod routes;
 pub mod serve;
+pub mod service;
 pub mod settings;
 pub mod state;
 

@@ -143,7 +143,7 @@ pub async fn redact_message(
             _ => continue,
         };
         requests.push(RedactRequest {
-            aggregate_type: "message".into(),
+            aggregate_type: <Message as cqrs_es::Aggregate>::TYPE.into(),
             aggregate_id: message_id.to_string(),
             sequence: e.sequence,
             paths: vec![path.into()],
@@ -172,7 +172,7 @@ async fn submission_redactions(
         .into_iter()
         .filter(|e| e.event_type == "MessageSubmitted")
         .map(|e| RedactRequest {
-            aggregate_type: "operation".into(),
+            aggregate_type: <Operation as cqrs_es::Aggregate>::TYPE.into(),
             aggregate_id: operation_id.to_string(),
             sequence: e.sequence,
             paths: vec!["/submission/text".into()],

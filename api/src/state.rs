@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use commands::CommandBus;
 use eventstore::{Db, EventStore, StoredEvent};
+use projections::chat::ChatProjection;
 use projections::relay::Relay;
 use projections::ProjectionRunner;
 
@@ -48,7 +49,7 @@ impl AppState {
             Ok(exec) => {
                 // Once per user and process: let the profile be readable before answering.
                 if let commands::Executed::Done { stored, .. } = &exec {
-                    self.settle("chat", stored).await;
+                    self.settle(ChatProjection::NAME, stored).await;
                 }
                 let mut known = self.known_profiles.lock().expect("profiles");
                 if known.len() >= MAX_KNOWN_PROFILES {
@@ -61,10 +62,11 @@ impl AppState {
         }
     }
 
-    /// Read-your-writes: waits (bounded) until projection `name` has applied `stored`, so that a
-    /// client reading right after a write sees it.
-    pub async fn settle(&self, name: &str, stored: &[StoredEvent]) {
-        if let Some(last) = stored.iter().map(|e| e.checkpoint()).max() {
+    /// Read-your-writes, the one implementation every edge uses: waits (bounded) until
+    /// projection `name` (a `projections::*Projection::NAME`) has applied what `written` appended,
+    /// so that a client reading right after a write sees it. A replayed command appended nothing.
+    pub async fn settle<W: Written + ?Sized>(&self, name: &str, written: &W) {
+        if let Some(last) = written.last_checkpoint() {
             self.settle_at(name, last).await;
         }
     }
@@ -81,6 +83,33 @@ impl AppState {
                 position = cp.position,
                 "read model did not catch up in time"
             );
+        }
+    }
+}
+
+/// What a write appended, for [`AppState::settle`].
+pub trait Written {
+    /// The checkpoint of the last event appended, if any.
+    fn last_checkpoint(&self) -> Option<eventstore::Checkpoint>;
+}
+
+impl Written for [StoredEvent] {
+    fn last_checkpoint(&self) -> Option<eventstore::Checkpoint> {
+        self.iter().map(|e| e.checkpoint()).max()
+    }
+}
+
+impl Written for Vec<StoredEvent> {
+    fn last_checkpoint(&self) -> Option<eventstore::Checkpoint> {
+        self.as_slice().last_checkpoint()
+    }
+}
+
+impl<A: cqrs_es::Aggregate> Written for commands::Executed<A> {
+    fn last_checkpoint(&self) -> Option<eventstore::Checkpoint> {
+        match self {
+            commands::Executed::Done { stored, .. } => stored.last_checkpoint(),
+            commands::Executed::Replayed(_) => None,
         }
     }
 }

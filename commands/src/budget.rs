@@ -204,7 +204,9 @@ pub async fn book_from_policy(
 /// Books one stored event if it is a tea batch with a cost; returns whether it appended anything.
 /// Safe to call any number of times for the same event.
 pub async fn book_tea_batch(bus: &CommandBus, e: &StoredEvent) -> Result<bool, CommandError> {
-    if e.aggregate_type != "item" || e.event_type != "BatchReceived" {
+    if e.aggregate_type != <domain::tea::Item as cqrs_es::Aggregate>::TYPE
+        || e.event_type != "BatchReceived"
+    {
         return Ok(false);
     }
     let ItemEvent::BatchReceived { batch } =
@@ -236,7 +238,10 @@ pub async fn book_tea_batch(bus: &CommandBus, e: &StoredEvent) -> Result<bool, C
 
 /// Runs the tea-batch policy for as long as the process lives (one leader per database).
 pub fn spawn_tea_policy(bus: CommandBus) {
-    crate::policy::spawn_policy(bus, TEA_POLICY, &["item"], |bus, e| {
-        Box::pin(book_tea_batch(bus, e))
-    });
+    crate::policy::spawn_policy(
+        bus,
+        TEA_POLICY,
+        &[<domain::tea::Item as cqrs_es::Aggregate>::TYPE],
+        |bus, e| Box::pin(book_tea_batch(bus, e)),
+    );
 }

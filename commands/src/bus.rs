@@ -90,6 +90,12 @@ pub enum CommandError {
     IdempotencyMismatch,
     #[error("too much contention on this resource; retry later")]
     Busy,
+    /// Over a per-user rate limit; retry after this many seconds.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -118,6 +124,8 @@ pub struct CommandBus {
     /// Commands on one aggregate queue here instead of racing to conflicts inside a process;
     /// optimistic concurrency still guards against other processes.
     stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
+    /// The per-user posting limit (`commands::message::post`), per process.
+    messages: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl CommandBus {
@@ -132,7 +140,13 @@ impl CommandBus {
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
             ),
+            messages: Arc::new(crate::ratelimit::messages()),
         }
+    }
+
+    /// The per-user posting limiter every edge's message goes through.
+    pub fn message_limiter(&self) -> &crate::ratelimit::RateLimiter {
+        &self.messages
     }
 
     fn stripe(&self, ty: &str, id: &str) -> &tokio::sync::Mutex<()> {

@@ -158,7 +158,7 @@ pub fn purchase_transaction_id(purchase_id: Uuid) -> Uuid {
 /// Books one stored event if it is a donation or a purchase; returns whether it appended
 /// anything. Safe to call any number of times for the same event.
 pub async fn book_campaign_event(bus: &CommandBus, e: &StoredEvent) -> Result<bool, CommandError> {
-    if e.aggregate_type != "campaign"
+    if e.aggregate_type != <domain::fundraising::Campaign as cqrs_es::Aggregate>::TYPE
         || !matches!(
             e.event_type.as_str(),
             "DonationReceived" | "PurchaseRecorded"
@@ -226,7 +226,10 @@ pub async fn book_campaign_event(bus: &CommandBus, e: &StoredEvent) -> Result<bo
 
 /// Runs the fund-raising policy for as long as the process lives (one leader per database).
 pub fn spawn_policy(bus: CommandBus) {
-    crate::policy::spawn_policy(bus, FUNDRAISING_POLICY, &["campaign"], |bus, e| {
-        Box::pin(book_campaign_event(bus, e))
-    });
+    crate::policy::spawn_policy(
+        bus,
+        FUNDRAISING_POLICY,
+        &[<domain::fundraising::Campaign as cqrs_es::Aggregate>::TYPE],
+        |bus, e| Box::pin(book_campaign_event(bus, e)),
+    );
 }

@@ -12,8 +12,9 @@ pub mod inbox;
 pub mod message;
 pub mod moderation;
 pub mod policy;
+pub mod ratelimit;
 pub mod retention;
 pub mod sharing;
 pub mod tea;
 
-pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, Reply};
+pub use bus::{CommandBus, CommandError, Context, Executed, Idempotency, RenderReply, Reply};

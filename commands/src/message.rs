@@ -51,6 +51,81 @@ pub async fn submit(
     bus.execute::<Operation>(&id, cmd, ctx, None, idem).await
 }
 
+/// A message as an edge receives it; [`post`] mints its ids.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub kind: MessageType,
+    pub text: String,
+    pub attachments: Vec<AttachmentDraft>,
+    pub metadata: serde_json::Value,
+}
+
+/// An attachment of a [`Draft`] (its id is minted by [`post`]).
+#[derive(Debug, Clone)]
+pub struct AttachmentDraft {
+    pub url: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub extra: serde_json::Value,
+}
+
+/// Posting a message, the whole sequence every edge runs: the chat exists and the caller may see
+/// it (else not found), may post there now ([`check_may_post`]: membership or notice rights, post
+/// policy, bans and mutes), is under the per-user posting rate limit (the bus's
+/// [`message_limiter`](CommandBus::message_limiter)); then the ids are minted and the submission
+/// recorded ([`submit`]). Answers the operation id with what the command did.
+pub async fn post(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: uuid::Uuid,
+    draft: Draft,
+    idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
+) -> Result<(uuid::Uuid, Executed<Operation>), CommandError> {
+    let chat = visible_chat(bus, &ctx.actor, chat_id).await?;
+    check_may_post(bus, &chat, &ctx.actor, draft.kind == MessageType::Notice).await?;
+    crate::ratelimit::check_message(bus.message_limiter(), &ctx.actor.user_id)?;
+    let operation_id = uuid::Uuid::now_v7();
+    let submission = Submission {
+        operation_id,
+        message_id: uuid::Uuid::now_v7(),
+        chat_id,
+        author_id: ctx.actor.user_id.clone(),
+        kind: draft.kind,
+        text: draft.text,
+        attachments: draft
+            .attachments
+            .into_iter()
+            .map(|a| domain::chat::Attachment {
+                id: uuid::Uuid::now_v7(),
+                url: a.url,
+                content_type: a.content_type,
+                size_bytes: a.size_bytes,
+                extra: a.extra,
+            })
+            .collect(),
+        metadata: draft.metadata,
+        filter_matches: vec![],
+    };
+    Ok((operation_id, submit(bus, ctx, submission, idem).await?))
+}
+
+/// The chat `chat_id` if `actor` may see it: it exists and is public, or they are a member or an
+/// admin. To anyone else it does not exist (not found, never forbidden).
+pub async fn visible_chat(
+    bus: &CommandBus,
+    actor: &Actor,
+    chat_id: uuid::Uuid,
+) -> Result<Chat, CommandError> {
+    let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
+    if chat.chat_id.is_none() || !chat.visible_to(actor) {
+        return Err(CommandError::Domain {
+            kind: ErrorKind::NotFound,
+            message: "chat not found".into(),
+        });
+    }
+    Ok(chat)
+}
+
 /// Posts one submitted message and settles its operation.
 pub async fn post_submitted(bus: &CommandBus, sub: &Submission) -> Result<(), CommandError> {
     post_submitted_at(bus, sub, None).await
@@ -157,7 +232,7 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
         return Ok(());
     };
     let db = store.db();
-    let mut wakes = store.subscribe_types(Some(&["operation"]));
+    let mut wakes = store.subscribe_types(Some(&[<Operation as cqrs_es::Aggregate>::TYPE]));
     let mut cp = load_checkpoint_db(&db, WORKER).await?;
     let mut saved = cp;
     loop {
@@ -179,7 +254,9 @@ async fn run(bus: &CommandBus) -> anyhow::Result<()> {
         // appends: in sequence, one busy chat would hold every other chat's messages back).
         let mut per_chat: Vec<(uuid::Uuid, Vec<Timed>)> = Vec::new();
         for e in &batch.events {
-            if e.aggregate_type != "operation" || e.event_type != "MessageSubmitted" {
+            if e.aggregate_type != <Operation as cqrs_es::Aggregate>::TYPE
+                || e.event_type != "MessageSubmitted"
+            {
                 continue;
             }
             let OperationEvent::MessageSubmitted { submission, at } =
@@ -224,14 +301,16 @@ async fn futures_select(wakes: &mut [tokio::sync::watch::Receiver<u64>]) {
     let _ = futures::future::select_all(futs).await;
 }
 
-/// Edits a message of `chat` (its author only); the new text is validated like a new message.
+/// Edits a message of chat `chat_id` (its author only); the new text is validated like a new
+/// message.
 pub async fn edit(
     bus: &CommandBus,
     ctx: &Context,
-    chat: &Chat,
+    chat_id: uuid::Uuid,
     message_id: uuid::Uuid,
     text: String,
 ) -> Result<Executed<Message>, CommandError> {
+    let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
     let filtered = crate::moderation::filter_text(bus, &text).await?;
     let cmd = MessageCommand::Edit {
         by: ctx.actor.user_id.clone(),
@@ -242,13 +321,14 @@ pub async fn edit(
     on_message(bus, ctx, chat, message_id, cmd).await
 }
 
-/// Soft-deletes a message of `chat`: its author, the chat's owners and moderators, or an admin.
+/// Soft-deletes a message of chat `chat_id`: its author, the chat's owners and moderators, or an admin.
 pub async fn delete(
     bus: &CommandBus,
     ctx: &Context,
-    chat: &Chat,
+    chat_id: uuid::Uuid,
     message_id: uuid::Uuid,
 ) -> Result<Executed<Message>, CommandError> {
+    let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
     let cmd = MessageCommand::Delete {
         by: ctx.actor.user_id.clone(),
         moderates: chat.managed_by(&ctx.actor),
@@ -257,14 +337,15 @@ pub async fn delete(
     on_message(bus, ctx, chat, message_id, cmd).await
 }
 
-/// Adds the caller's reaction to a message of `chat` (members only).
+/// Adds the caller's reaction to a message of chat `chat_id` (members only).
 pub async fn react(
     bus: &CommandBus,
     ctx: &Context,
-    chat: &Chat,
+    chat_id: uuid::Uuid,
     message_id: uuid::Uuid,
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
+    let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
     let cmd = MessageCommand::React {
         by: ctx.actor.user_id.clone(),
         emoji,
@@ -275,14 +356,15 @@ pub async fn react(
     on_message(bus, ctx, chat, message_id, cmd).await
 }
 
-/// Removes the caller's reaction `emoji` from a message of `chat`.
+/// Removes the caller's reaction `emoji` from a message of chat `chat_id`.
 pub async fn unreact(
     bus: &CommandBus,
     ctx: &Context,
-    chat: &Chat,
+    chat_id: uuid::Uuid,
     message_id: uuid::Uuid,
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
+    let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
     let cmd = MessageCommand::Unreact {
         by: ctx.actor.user_id.clone(),
         emoji,

@@ -74,9 +74,14 @@ pub struct NewSanction {
 pub async fn apply_sanction(
     bus: &CommandBus,
     ctx: &Context,
-    chat: Option<&Chat>,
+    chat_id: Option<Uuid>,
     s: NewSanction,
 ) -> Result<(Sanction, Vec<StoredEvent>), CommandError> {
+    let chat = match chat_id {
+        Some(id) => Some(crate::message::visible_chat(bus, &ctx.actor, id).await?),
+        None => None,
+    };
+    let chat = chat.as_ref();
     let allowed = match (s.scope, chat) {
         (SanctionScope::Global, _) => ctx.actor.has(Role::Admin),
         (SanctionScope::Chat, Some(c)) => c.managed_by(&ctx.actor),
@@ -139,9 +144,14 @@ pub async fn apply_sanction(
 pub async fn revoke_sanction(
     bus: &CommandBus,
     ctx: &Context,
-    chat: Option<&Chat>,
+    chat_id: Option<Uuid>,
     sanction_id: Uuid,
 ) -> Result<Executed<Moderation>, CommandError> {
+    let chat = match chat_id {
+        Some(id) => Some(crate::message::visible_chat(bus, &ctx.actor, id).await?),
+        None => None,
+    };
+    let chat = chat.as_ref();
     let allowed = match chat {
         None => ctx.actor.has(Role::Admin),
         Some(c) => c.managed_by(&ctx.actor),

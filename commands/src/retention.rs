@@ -1,7 +1,7 @@
 //! Retention and posting policy of a chat (`PUT /retention`), and expiring messages (the
 //! retention job in `api::retention` drives `expire`).
 
-use domain::chat::{Chat, ChatCommand, ChatSettings, Message, MessageCommand};
+use domain::chat::{Chat, ChatCommand, ChatSettings, Message, MessageCommand, SettingsPatch};
 use uuid::Uuid;
 
 use crate::{CommandBus, CommandError, Context, Executed};
@@ -20,6 +20,24 @@ pub async fn change_settings(
 ) -> Result<Executed<Chat>, CommandError> {
     let cmd = ChatCommand::ChangeSettings {
         settings,
+        actor: ctx.actor.clone(),
+        at: now(),
+    };
+    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, None)
+        .await
+}
+
+/// Owners, moderators and admins change some of a chat's settings (`PUT /retention`, GraphQL
+/// `setRetention`): only the fields `patch` gives change, merged into the chat's settings by the
+/// aggregate on fresh state, so two concurrent partial changes both land.
+pub async fn patch_settings(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat_id: Uuid,
+    patch: SettingsPatch,
+) -> Result<Executed<Chat>, CommandError> {
+    let cmd = ChatCommand::PatchSettings {
+        patch,
         actor: ctx.actor.clone(),
         at: now(),
     };

@@ -130,7 +130,9 @@ pub fn damage_debt_id(report_id: Uuid) -> Uuid {
 /// Books one stored event if it is a damage report; returns whether it appended anything. Safe
 /// to call any number of times for the same event.
 pub async fn book_damage(bus: &CommandBus, e: &StoredEvent) -> Result<bool, CommandError> {
-    if e.aggregate_type != "asset" || e.event_type != "DamageReported" {
+    if e.aggregate_type != <domain::sharing::Asset as cqrs_es::Aggregate>::TYPE
+        || e.event_type != "DamageReported"
+    {
         return Ok(false);
     }
     let AssetEvent::DamageReported { report: r, .. } =
@@ -154,7 +156,10 @@ pub async fn book_damage(bus: &CommandBus, e: &StoredEvent) -> Result<bool, Comm
 
 /// Runs the sharing policy for as long as the process lives (one leader per database).
 pub fn spawn_policy(bus: CommandBus) {
-    crate::policy::spawn_policy(bus, SHARING_POLICY, &["asset"], |bus, e| {
-        Box::pin(book_damage(bus, e))
-    });
+    crate::policy::spawn_policy(
+        bus,
+        SHARING_POLICY,
+        &[<domain::sharing::Asset as cqrs_es::Aggregate>::TYPE],
+        |bus, e| Box::pin(book_damage(bus, e)),
+    );
 }

@@ -13,4 +13,7 @@ pub mod sharing;
 pub mod tea;
 
 pub use actor::{Actor, Role};
+/// The aggregate trait, so crates naming an aggregate's stream type (`<A as Aggregate>::TYPE`) need
+/// not depend on cqrs-es themselves.
+pub use cqrs_es::Aggregate;
 pub use error::{DomainError, ErrorKind};

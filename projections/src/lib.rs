@@ -12,6 +12,7 @@ pub mod relay;
 pub mod runtime;
 pub mod sharing;
 pub mod sinks;
+pub mod stored;
 pub mod tea;
 
 pub use runtime::{Projection, ProjectionRunner};

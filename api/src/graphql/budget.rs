@@ -7,7 +7,7 @@ use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, ID};
 use chrono::{DateTime, SubsecRound, Utc};
 use commands::budget::{self as cmd, may_read_books};
 use commands::{Context as CmdContext, Executed};
-use domain::budget::{DebtSpec, Ledger, LedgerEvent, TransactionSpec, TxKind};
+use domain::budget::{DebtSpec, LedgerEvent, TransactionSpec, TxKind};
 use domain::{Actor, Role};
 use projections::budget::queries::{self as q, TransactionFilter};
 use projections::page::Page;
@@ -16,13 +16,13 @@ use uuid::Uuid;
 
 use super::{actor, gql_error, state, GqlResult, PageInfo};
 use crate::error::ApiError;
-use crate::routes::budget::{
-    balances_from, check_currency, debt_from_row, transaction_from_row, BalanceDto, DebtDto,
-    TransactionDto,
+use crate::service::budget::{
+    balances_from, check_currency, debt_from_row, debts_owner, transaction_from_row, BalanceDto,
+    DebtDto, TransactionDto,
 };
 use crate::state::AppState;
 
-const PROJECTION: &str = "budget";
+const PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 fn money(d: Decimal) -> String {
     let mut d = d;
@@ -194,18 +194,10 @@ async fn transaction(state: &AppState, id: Uuid) -> GqlResult<Transaction> {
 
 /// A debt the caller may see (another user's debt does not exist for a student).
 async fn visible_debt(state: &AppState, actor: &Actor, id: &ID) -> GqlResult<q::DebtRow> {
-    let id = uuid_of(id, "debt")?;
-    q::get_debt(&state.db, &id.to_string())
+    crate::service::budget::visible_debt(state, actor, id.as_str())
         .await
-        .map_err(|e| gql_error(e.into()))?
-        .filter(|r| may_read_books(actor) || r.user_id == actor.user_id)
-        .ok_or_else(|| gql_error(ApiError::not_found("debt")))
-}
-
-async fn settled(state: &AppState, exec: &Executed<Ledger>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
+        .map(|(_, row)| row)
+        .map_err(gql_error)
 }
 
 fn err(e: commands::CommandError) -> async_graphql::Error {
@@ -295,18 +287,7 @@ impl BudgetQuery {
         status: Option<String>,
     ) -> GqlResult<DebtConnection> {
         let actor = actor(ctx);
-        let user_id = if may_read_books(actor) {
-            user_id
-        } else {
-            match user_id {
-                Some(u) if u != actor.user_id => {
-                    return Err(gql_error(ApiError::Forbidden(
-                        "only admins, executors and auditors see other users' debts".into(),
-                    )))
-                }
-                _ => Some(actor.user_id.clone()),
-            }
-        };
+        let user_id = debts_owner(actor, user_id).map_err(gql_error)?;
         let page =
             Page::parse(first.map(i64::from), after.as_deref()).map_err(|e| gql_error(e.into()))?;
         let (rows, next) = q::list_debts(&state(ctx).db, user_id, status, page)
@@ -380,7 +361,7 @@ impl BudgetMutation {
         let exec = cmd::record_transaction(&state.bus, &CmdContext::new(actor.clone()), spec, None)
             .await
             .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         transaction(state, id).await
     }
 
@@ -405,7 +386,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let reversal = match &exec {
             Executed::Done { events, .. } => events.iter().find_map(|e| match e {
                 LedgerEvent::TransactionReversed { reversal_id, .. } => Some(*reversal_id),
@@ -438,7 +419,7 @@ impl BudgetMutation {
         let exec = cmd::create_debt(&state.bus, &CmdContext::new(actor.clone()), spec, None)
             .await
             .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -457,7 +438,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -475,7 +456,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(debt_from_row(visible_debt(state, actor, &id).await?).into())
     }
 
@@ -499,7 +480,7 @@ impl BudgetMutation {
         )
         .await
         .map_err(err)?;
-        settled(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let rows = q::balances(&state.db, None, None)
             .await
             .map_err(|e| gql_error(e.into()))?;

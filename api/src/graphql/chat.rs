@@ -9,7 +9,7 @@ use commands::moderation::{self as m, NewSanction};
 use commands::{Context as CmdContext, Executed};
 use domain::chat::{
     Chat as ChatAgg, ChatType, MemberRole, MessageType, NewChat, NewReport, ReportStatus,
-    SanctionKind, SanctionScope, Submission,
+    SanctionKind, SanctionScope,
 };
 use domain::{Actor, Role};
 use projections::chat::moderation as mq;
@@ -19,10 +19,10 @@ use uuid::Uuid;
 
 use super::{actor, gql_error, state, GqlResult, PageInfo};
 use crate::error::ApiError;
-use crate::routes::chat::visible;
+use crate::service::chat::visible;
 use crate::state::AppState;
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 #[graphql(remote = "ChatType")]
@@ -142,8 +142,6 @@ pub struct Message {
 
 impl Message {
     fn from_row(m: q::MessageRow, reactions: Vec<Reaction>) -> Self {
-        let attachments: Vec<serde_json::Value> =
-            serde_json::from_str(&m.attachments).unwrap_or_default();
         Message {
             text: m.deleted_at.is_none().then_some(m.text),
             id: ID(m.id),
@@ -154,9 +152,10 @@ impl Message {
             edited_at: m.edited_at,
             deleted_at: m.deleted_at,
             filtered: m.filtered,
-            filter_matches: serde_json::from_str(&m.filter_matches).unwrap_or_default(),
+            filter_matches: m.filter_matches,
             flagged_at: m.flagged_at,
-            attachments: attachments
+            attachments: m
+                .attachments
                 .into_iter()
                 .map(|a| Attachment {
                     id: ID(a["id"].as_str().unwrap_or_default().to_string()),
@@ -292,7 +291,7 @@ impl From<mq::ReportRow> for Report {
             message_id: r.message_id.map(ID),
             reported_user_id: r.reported_user_id,
             reason: r.reason,
-            evidence: serde_json::from_str(&r.evidence).unwrap_or_default(),
+            evidence: r.evidence,
             status: r.status,
             resolution_notes: r.resolution_notes,
             created_at: r.created_at,
@@ -370,12 +369,6 @@ pub(super) async fn message_by_id(state: &AppState, id: Uuid) -> GqlResult<Optio
     let mut r = reactions(state, std::slice::from_ref(&row)).await?;
     let rs = r.remove(&row.id).unwrap_or_default();
     Ok(Some(Message::from_row(row, rs)))
-}
-
-async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: &Executed<A>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
 }
 
 fn err(e: commands::CommandError) -> async_graphql::Error {
@@ -524,7 +517,7 @@ impl ChatQuery {
             user_id: p.user_id,
             nickname: p.nickname,
             avatar_url: p.avatar_url,
-            roles: serde_json::from_str(&p.roles).unwrap_or_default(),
+            roles: p.roles,
             presence: if online { "online" } else { "offline" }.into(),
         }))
     }
@@ -571,9 +564,7 @@ impl ChatQuery {
         after: Option<String>,
     ) -> GqlResult<Vec<Report>> {
         let (state, actor) = (state(ctx), actor(ctx));
-        if !actor.has(Role::Admin) {
-            return Err(gql_error(ApiError::Forbidden("requires role admin".into())));
-        }
+        crate::service::chat::may_list_reports(actor).map_err(gql_error)?;
         let page =
             Page::parse(first.map(i64::from), after.as_deref()).map_err(|e| gql_error(e.into()))?;
         let (rows, _) = mq::reports(
@@ -630,7 +621,7 @@ impl ChatMutation {
             commands::chat::create_chat(&state.bus, &CmdContext::new(actor.clone()), chat, None)
                 .await
                 .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let row = q::visible_chat(&state.db, &id, &actor.user_id, true)
             .await
             .map_err(|e| gql_error(e.into()))?
@@ -657,7 +648,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(true)
     }
 
@@ -673,7 +664,7 @@ impl ChatMutation {
             commands::chat::remove_member(&state.bus, &CmdContext::new(actor.clone()), id, user_id)
                 .await
                 .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         Ok(true)
     }
 
@@ -686,18 +677,9 @@ impl ChatMutation {
         notice: Option<bool>,
     ) -> GqlResult<Operation> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (id, chat) = visible_chat(state, actor, &chat_id).await?;
-        let notice = notice.unwrap_or(false);
-        commands::message::check_may_post(&state.bus, &chat, actor, notice)
-            .await
-            .map_err(err)?;
-        crate::ratelimit::check_message(&actor.user_id).map_err(gql_error)?;
-        let submission = Submission {
-            operation_id: Uuid::now_v7(),
-            message_id: Uuid::now_v7(),
-            chat_id: id,
-            author_id: actor.user_id.clone(),
-            kind: if notice {
+        let id = uuid_of(&chat_id, "chat")?;
+        let draft = commands::message::Draft {
+            kind: if notice.unwrap_or(false) {
                 MessageType::Notice
             } else {
                 MessageType::Normal
@@ -705,18 +687,12 @@ impl ChatMutation {
             text,
             attachments: vec![],
             metadata: serde_json::json!({}),
-            filter_matches: vec![],
         };
-        let op = submission.operation_id;
-        let exec = commands::message::submit(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            submission,
-            None,
-        )
-        .await
-        .map_err(err)?;
-        settle(state, &exec).await;
+        let (op, exec) =
+            commands::message::post(&state.bus, &CmdContext::new(actor.clone()), id, draft, None)
+                .await
+                .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         Ok(Operation {
             operation_id: ID(op.to_string()),
             status: "accepted".into(),
@@ -733,18 +709,15 @@ impl ChatMutation {
         text: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::edit(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            text,
-        )
-        .await
-        .map_err(err)?;
-        settle(state, &exec).await;
+        let exec =
+            commands::message::edit(&state.bus, &CmdContext::new(actor.clone()), id, mid, text)
+                .await
+                .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -755,13 +728,14 @@ impl ChatMutation {
         message_id: ID,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec =
-            commands::message::delete(&state.bus, &CmdContext::new(actor.clone()), &chat, mid)
-                .await
-                .map_err(err)?;
-        settle(state, &exec).await;
+        let exec = commands::message::delete(&state.bus, &CmdContext::new(actor.clone()), id, mid)
+            .await
+            .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -773,18 +747,15 @@ impl ChatMutation {
         emoji: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::react(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            emoji,
-        )
-        .await
-        .map_err(err)?;
-        settle(state, &exec).await;
+        let exec =
+            commands::message::react(&state.bus, &CmdContext::new(actor.clone()), id, mid, emoji)
+                .await
+                .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -796,18 +767,15 @@ impl ChatMutation {
         emoji: String,
     ) -> GqlResult<Message> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (_, chat) = visible_chat(state, actor, &chat_id).await?;
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
         let mid = uuid_of(&message_id, "message")?;
-        let exec = commands::message::unreact(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            &chat,
-            mid,
-            emoji,
-        )
-        .await
-        .map_err(err)?;
-        settle(state, &exec).await;
+        let exec =
+            commands::message::unreact(&state.bus, &CmdContext::new(actor.clone()), id, mid, emoji)
+                .await
+                .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         message(state, mid).await
     }
 
@@ -821,23 +789,23 @@ impl ChatMutation {
         post_policy: Option<String>,
     ) -> GqlResult<Retention> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (id, chat) = visible_chat(state, actor, &chat_id).await?;
-        let mut settings = chat.settings.clone();
-        if let Some(d) = retention_days {
-            settings.retention_days = d;
-        }
-        if let Some(p) = post_policy {
-            settings.post_policy = p;
-        }
-        let exec = commands::retention::change_settings(
+        let (id, _) = visible(state, chat_id.as_str(), actor)
+            .await
+            .map_err(gql_error)?;
+        let patch = domain::chat::SettingsPatch {
+            retention_days,
+            post_policy,
+            extra: None,
+        };
+        let exec = commands::retention::patch_settings(
             &state.bus,
             &CmdContext::new(actor.clone()),
             id,
-            settings,
+            patch,
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let (_, chat) = visible_chat(state, actor, &chat_id).await?;
         Ok(Retention::of(id, &chat))
     }
@@ -874,7 +842,7 @@ impl ChatMutation {
         let exec = m::broadcast_notice(&state.bus, &CmdContext::new(actor.clone()), notice.clone())
             .await
             .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         let created_at = match &exec {
             Executed::Done { state: n, .. } => n.created_at,
             Executed::Replayed(_) => None,
@@ -920,7 +888,12 @@ impl ChatMutation {
         let (state, actor) = (state(ctx), actor(ctx));
         let scope = SanctionScope::from(input.scope);
         let chat = match (scope, &input.chat_id) {
-            (SanctionScope::Chat, Some(id)) => Some(visible_chat(state, actor, id).await?.1),
+            (SanctionScope::Chat, Some(id)) => Some(
+                visible(state, id.as_str(), actor)
+                    .await
+                    .map_err(gql_error)?
+                    .0,
+            ),
             (SanctionScope::Chat, None) => {
                 return Err(gql_error(ApiError::validation("scope CHAT needs chatId")))
             }
@@ -938,14 +911,9 @@ impl ChatMutation {
             reason: input.reason.filter(|r| !r.trim().is_empty()),
             until: input.until,
         };
-        let (s, stored) = m::apply_sanction(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            chat.as_ref(),
-            new,
-        )
-        .await
-        .map_err(err)?;
+        let (s, stored) = m::apply_sanction(&state.bus, &CmdContext::new(actor.clone()), chat, new)
+            .await
+            .map_err(err)?;
         state.settle(PROJECTION, &stored).await;
         let row = mq::sanction(&state.db, &s.id.to_string())
             .await
@@ -963,22 +931,17 @@ impl ChatMutation {
             .ok_or_else(|| gql_error(ApiError::not_found("sanction")))?;
         let chat = match &row.chat_id {
             Some(c) => Some(
-                visible_chat(state, actor, &ID(c.clone()))
+                visible(state, c, actor)
                     .await
                     .map_err(|_| gql_error(ApiError::not_found("sanction")))?
-                    .1,
+                    .0,
             ),
             None => None,
         };
-        let exec = m::revoke_sanction(
-            &state.bus,
-            &CmdContext::new(actor.clone()),
-            chat.as_ref(),
-            sid,
-        )
-        .await
-        .map_err(err)?;
-        settle(state, &exec).await;
+        let exec = m::revoke_sanction(&state.bus, &CmdContext::new(actor.clone()), chat, sid)
+            .await
+            .map_err(err)?;
+        state.settle(PROJECTION, &exec).await;
         let row = mq::sanction(&state.db, &sid.to_string())
             .await
             .map_err(|e| gql_error(e.into()))?
@@ -1023,7 +986,7 @@ impl ChatMutation {
         let exec = m::file_report(&state.bus, &CmdContext::new(actor.clone()), report)
             .await
             .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         report_by_id(state, &id).await
     }
 
@@ -1046,7 +1009,7 @@ impl ChatMutation {
         )
         .await
         .map_err(err)?;
-        settle(state, &exec).await;
+        state.settle(PROJECTION, &exec).await;
         report_by_id(state, &rid.to_string()).await
     }
 }

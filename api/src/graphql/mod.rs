@@ -96,7 +96,7 @@ impl From<q::ItemRow> for Item {
             active: r.active,
             track_expiry: r.track_expiry,
             min_stock_qty: r.min_stock_qty,
-            tags: serde_json::from_str(&r.tags).unwrap_or_default(),
+            tags: r.tags,
             stock_qty: r.stock_qty,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -146,30 +146,12 @@ fn db<'a>(ctx: &Context<'a>) -> &'a eventstore::Db {
     &state(ctx).db
 }
 
-/// Errors carry the REST envelope's code in `extensions.code`.
-fn gql_error(e: ApiError) -> async_graphql::Error {
+/// Every GraphQL error goes through here: `ApiError`'s envelope code in `extensions.code` and its
+/// public message (an internal error is logged once and never described), as REST answers.
+pub(crate) fn gql_error(e: ApiError) -> async_graphql::Error {
     use async_graphql::ErrorExtensions;
-    let code = match &e {
-        ApiError::NotFound(_) => "NOT_FOUND",
-        ApiError::Validation(..) | ApiError::TooLarge(_) | ApiError::MethodNotAllowed => {
-            "VALIDATION_ERROR"
-        }
-        ApiError::Conflict(..) => "CONFLICT",
-        ApiError::Unauthorized(_) => "UNAUTHORIZED",
-        ApiError::Forbidden(_) => "FORBIDDEN",
-        ApiError::RateLimited(..) => "RATE_LIMITED",
-        ApiError::Unavailable(_) => "UNAVAILABLE",
-        ApiError::Internal(_) => "INTERNAL",
-    };
-    let message = if code == "INTERNAL" {
-        "internal error".to_string()
-    } else {
-        e.to_string()
-    };
-    if code == "INTERNAL" {
-        tracing::error!(error = %e, "graphql resolver failed");
-    }
-    async_graphql::Error::new(message).extend_with(|_, ext| ext.set("code", code))
+    let code = e.code();
+    async_graphql::Error::new(e.public_message()).extend_with(|_, ext| ext.set("code", code))
 }
 
 #[Object]

@@ -12,7 +12,7 @@ use super::{actor, gql_error, state, GqlResult, Item};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const PROJECTION: &str = "tea";
+const PROJECTION: &str = projections::tea::TeaProjection::NAME;
 
 #[derive(InputObject)]
 pub struct CreateItemInput {

@@ -10,24 +10,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use commands::budget::{self as cmd, may_read_books};
+use commands::budget as cmd;
 use commands::Context;
 use domain::budget::{DebtSpec, DebtStatus, Ledger, LedgerEvent, TransactionSpec, TxKind};
 use domain::Role;
-use projections::budget::queries::{self as q, ReportGroup, SumRow, TransactionFilter};
+use projections::budget::queries::{self as q, ReportGroup, TransactionFilter};
 use projections::page::Page;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, range_end, range_start, reply, trunc};
+use super::{answer, money, range_end, range_start, trunc, Idempotent};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
+use crate::service::budget::{
+    balances_from, check_currency, debt_from_row, debts_owner, from_cents, transaction_from_row,
+    visible_debt, DebtDto, TransactionDto,
+};
 use crate::state::AppState;
 
-const PROJECTION: &str = "budget";
+const PROJECTION: &str = projections::budget::BudgetProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -49,16 +53,24 @@ pub fn router() -> Router<AppState> {
         .route("/budget/reports", get(report))
 }
 
-fn from_cents(c: i64) -> Decimal {
-    Decimal::new(c, 2)
-}
-
+/// Reading the books: the rule of `commands::budget::may_read_books`.
 fn readers(auth: &Auth) -> Result<(), ApiError> {
-    auth.require_any(&[Role::Admin, Role::Executor, Role::Auditor])
+    if cmd::may_read_books(&auth.0) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "requires role admin or executor or auditor".into(),
+    ))
 }
 
+/// Booking: the rule of `commands::budget::may_book`.
 fn bookkeepers(auth: &Auth) -> Result<(), ApiError> {
-    auth.require_any(&[Role::Admin, Role::Executor])
+    if cmd::may_book(&auth.0) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(
+        "requires role admin or executor".into(),
+    ))
 }
 
 fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -71,49 +83,7 @@ fn instant<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::
         .transpose()
 }
 
-pub(crate) fn check_currency(c: &str) -> Result<(), ApiError> {
-    domain::tea::validate::currency(c).map_err(ApiError::validation)
-}
-
 // ---- transactions ----
-
-#[derive(Debug, Serialize)]
-pub struct TransactionDto {
-    pub id: String,
-    pub kind: String,
-    #[serde(serialize_with = "money")]
-    pub amount: Decimal,
-    pub currency: String,
-    pub category: String,
-    pub description: Option<String>,
-    pub occurred_at: DateTime<Utc>,
-    pub reference: Option<String>,
-    pub recorded_by: String,
-    pub recorded_at: DateTime<Utc>,
-    /// Set on a reversing entry: the transaction it reverses.
-    pub reversal_of: Option<String>,
-    /// Set on a reversed transaction: its reversing entry.
-    pub reversed_by: Option<String>,
-    pub reversal_reason: Option<String>,
-}
-
-pub(crate) fn transaction_from_row(r: q::TransactionRow) -> TransactionDto {
-    TransactionDto {
-        id: r.id,
-        kind: r.kind,
-        amount: r.amount.parse().unwrap_or_default(),
-        currency: r.currency,
-        category: r.category,
-        description: r.description,
-        occurred_at: r.occurred_at,
-        reference: r.reference,
-        recorded_by: r.recorded_by,
-        recorded_at: r.recorded_at,
-        reversal_of: r.reversal_of,
-        reversed_by: r.reversed_by,
-        reversal_reason: r.reversal_reason,
-    }
-}
 
 fn render_transaction(l: &Ledger, events: &[LedgerEvent]) -> Value {
     let currency = l.currency.clone().unwrap_or_default();
@@ -202,25 +172,10 @@ async fn create_transaction(
         reference: b.reference,
         recorded_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /budget/transactions", &body.raw);
-    let render =
-        |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_transaction(l, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::record_transaction(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_transaction,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_transaction);
+    let exec = cmd::record_transaction(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,30 +248,18 @@ async fn reverse_transaction(
     let row = q::get_transaction(&state.db, &tx_id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("transaction"))?;
-    let idem = idem.with_request(
-        &format!("POST /budget/transactions/{tx_id}/reverse"),
-        &body.raw,
-    );
-    let render =
-        |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_transaction(l, ev));
     let ctx = Context::new(auth.0);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_transaction);
     let exec = cmd::reverse_transaction(
         &state.bus,
         &ctx,
         &row.currency,
         tx_id,
         body.value.reason,
-        idem.as_ref().map(|i| (i, &render as _)),
+        reply.arg(),
     )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_transaction,
-    )
-    .await
+    .await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 // ---- balance ----
@@ -327,42 +270,6 @@ struct BalanceQuery {
     as_of: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "instant")]
     known_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct BalanceDto {
-    pub currency: String,
-    #[serde(serialize_with = "money")]
-    pub balance: Decimal,
-    #[serde(serialize_with = "money")]
-    pub income: Decimal,
-    #[serde(serialize_with = "money")]
-    pub expenses: Decimal,
-    #[serde(serialize_with = "money")]
-    pub donations: Decimal,
-    #[serde(serialize_with = "money")]
-    pub debts_outstanding: Decimal,
-}
-
-/// Folds per-(currency, account type) totals into balances.
-pub fn balances_from(rows: Vec<SumRow>) -> Vec<BalanceDto> {
-    let mut out: BTreeMap<String, BalanceDto> = BTreeMap::new();
-    for r in rows {
-        let b = out.entry(r.currency.clone()).or_insert_with(|| BalanceDto {
-            currency: r.currency.clone(),
-            ..Default::default()
-        });
-        let dr_minus_cr = from_cents(r.debit - r.credit);
-        match r.account_type.as_str() {
-            "cash" => b.balance += dr_minus_cr,
-            "income" => b.income -= dr_minus_cr,
-            "expense" => b.expenses += dr_minus_cr,
-            "donation" => b.donations -= dr_minus_cr,
-            "receivable" => b.debts_outstanding += dr_minus_cr,
-            _ => {}
-        }
-    }
-    out.into_values().collect()
 }
 
 async fn balance(
@@ -381,48 +288,6 @@ async fn balance(
 }
 
 // ---- debts ----
-
-#[derive(Debug, Serialize)]
-pub struct DebtDto {
-    pub id: String,
-    pub user_id: String,
-    #[serde(serialize_with = "money")]
-    pub amount: Decimal,
-    #[serde(serialize_with = "money")]
-    pub amount_paid: Decimal,
-    #[serde(serialize_with = "money")]
-    pub outstanding: Decimal,
-    pub currency: String,
-    pub reason: String,
-    pub source_ref: Option<String>,
-    pub status: String,
-    pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-pub(crate) fn debt_from_row(r: q::DebtRow) -> DebtDto {
-    let amount: Decimal = r.amount.parse().unwrap_or_default();
-    let paid: Decimal = r.amount_paid.parse().unwrap_or_default();
-    DebtDto {
-        outstanding: if r.status == "open" {
-            amount - paid
-        } else {
-            Decimal::ZERO
-        },
-        id: r.id,
-        user_id: r.user_id,
-        amount,
-        amount_paid: paid,
-        currency: r.currency,
-        reason: r.reason,
-        source_ref: r.source_ref,
-        status: r.status,
-        created_by: r.created_by,
-        created_at: r.created_at,
-        updated_at: r.updated_at,
-    }
-}
 
 /// The debt an event of this command concerns, rendered from the ledger's state.
 fn render_debt(l: &Ledger, events: &[LedgerEvent]) -> Value {
@@ -500,17 +365,10 @@ async fn create_debt(
         source_ref: b.source_ref,
         created_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /budget/debts", &body.raw);
-    let render = |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_debt(l, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::create_debt(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_debt).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_debt);
+    let exec = cmd::create_debt(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -531,36 +389,11 @@ async fn list_debts(
             .ok_or_else(|| ApiError::validation("status must be open, settled or forgiven"))?;
     }
     // Anyone else sees only their own debts.
-    let user_id = if may_read_books(&actor) {
-        p.user_id
-    } else {
-        match p.user_id {
-            Some(u) if u != actor.user_id => {
-                return Err(ApiError::Forbidden(
-                    "only admins, executors and auditors see other users' debts".into(),
-                ))
-            }
-            _ => Some(actor.user_id.clone()),
-        }
-    };
+    let user_id = debts_owner(&actor, p.user_id)?;
     let page = Page::parse(p.limit, p.cursor.as_deref())?;
     let (rows, next) = q::list_debts(&state.db, user_id, p.status, page).await?;
     let out: Vec<DebtDto> = rows.into_iter().map(debt_from_row).collect();
     Ok(Json(json!({"debts": out, "next_cursor": next})))
-}
-
-/// A debt the caller may see (another user's debt does not exist for a student: 404).
-async fn visible_debt(
-    state: &AppState,
-    actor: &domain::Actor,
-    raw: &str,
-) -> ApiResult<(Uuid, q::DebtRow)> {
-    let id = path_uuid(raw, "debt")?;
-    let row = q::get_debt(&state.db, &id.to_string())
-        .await?
-        .filter(|r| may_read_books(actor) || r.user_id == actor.user_id)
-        .ok_or_else(|| ApiError::not_found("debt"))?;
-    Ok((id, row))
 }
 
 async fn get_debt(
@@ -587,19 +420,18 @@ async fn pay_debt(
 ) -> ApiResult<Response> {
     bookkeepers(&auth)?;
     let (debt_id, row) = visible_debt(&state, &auth.0, &id).await?;
-    let idem = idem.with_request(&format!("POST /budget/debts/{debt_id}/payments"), &body.raw);
-    let render = |l: &Ledger, ev: &[LedgerEvent]| reply(StatusCode::CREATED, &render_debt(l, ev));
     let ctx = Context::new(auth.0);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_debt);
     let exec = cmd::pay_debt(
         &state.bus,
         &ctx,
         &row.currency,
         debt_id,
         body.value.amount,
-        idem.as_ref().map(|i| (i, &render as _)),
+        reply.arg(),
     )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_debt).await
+    .await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 async fn forgive_debt(
@@ -658,7 +490,7 @@ async fn get_settings(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
     let out: Vec<Value> = rows
         .into_iter()
         .map(|r| {
-            let mut t: Decimal = r.low_balance_threshold.parse().unwrap_or_default();
+            let mut t = r.low_balance_threshold;
             t.rescale(2);
             json!({"currency": r.currency,
                 "low_balance_threshold": serde_json::from_str::<Value>(&t.to_string()).unwrap_or(Value::Null),

@@ -9,10 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use commands::message::{AttachmentDraft, Draft};
 use commands::{chat as cmd, Context};
 use domain::chat::{
-    Attachment, Chat, ChatEvent, ChatType, MemberRole, MessageType, NewChat, Operation,
-    OperationEvent, ProfileData, Submission,
+    Chat, ChatEvent, ChatType, MemberRole, MessageType, NewChat, Operation, OperationEvent,
+    ProfileData,
 };
 use domain::{Actor, Role};
 use projections::chat::queries::{self as q, ChatFilter, ChatRow};
@@ -21,13 +22,16 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
+use super::{answer, reply, Idempotent};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
+// The access rules live in the application layer; `/ws` and GraphQL subscriptions still name
+// them through here.
+pub(crate) use crate::service::chat::{mark_read, may_revoke, visible};
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 /// Users one sync request may carry.
 pub const MAX_SYNC_USERS: usize = 1_000;
 /// A heartbeat younger than this means online.
@@ -156,7 +160,7 @@ fn profile_json(p: &q::ProfileRow) -> Value {
         "user_id": p.user_id,
         "nickname": p.nickname,
         "avatar_url": p.avatar_url,
-        "roles": serde_json::from_str::<Value>(&p.roles).unwrap_or(json!([])),
+        "roles": p.roles,
     })
 }
 
@@ -216,7 +220,7 @@ fn chat_json_from_row(r: &ChatRow) -> Value {
         "id": r.id, "type": r.kind, "name": r.name, "slug": r.slug, "is_private": r.is_private,
         "created_by": r.created_by, "created_at": r.created_at, "updated_at": r.updated_at,
         "member_count": r.member_count,
-        "settings": serde_json::from_str::<Value>(&r.settings).unwrap_or(json!({})),
+        "settings": r.settings,
     })
 }
 
@@ -258,16 +262,10 @@ async fn create_chat(
         is_private: b.is_private.unwrap_or(b.kind != ChatType::Channel),
         member_ids: b.member_ids,
     };
-    let idem = idem.with_request("POST /chats", &body.raw);
-    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &chat_json(c, ev));
-    let exec = cmd::create_chat(
-        &state.bus,
-        &Context::new(actor),
-        chat,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, chat_json).await
+    let ctx = Context::new(actor);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, chat_json);
+    let exec = cmd::create_chat(&state.bus, &ctx, chat, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,40 +293,6 @@ async fn list_chats(
     Ok(Json(
         json!({"chats": rows.iter().map(chat_json_from_row).collect::<Vec<_>>(), "next_cursor": next}),
     ))
-}
-
-/// The chat as the caller may see it, or 404 (never 403: a private chat does not exist for them).
-/// Whether the chat event `e` can take the chat away from `user`, so that a live subscription
-/// must check access again: `user` left (or was removed or banned), or the chat turned private.
-/// Other chat events (joins, renames, settings) never do, and cost subscribers nothing.
-pub(crate) fn may_revoke(e: &projections::live::LiveEvent, user: &str) -> bool {
-    if e.ephemeral || e.aggregate_type != "chat" {
-        return false;
-    }
-    match domain::codec::decode::<domain::chat::ChatEvent>(&e.event_type, e.payload.clone()) {
-        Ok(domain::chat::ChatEvent::MemberLeft { user_id, .. }) => user_id == user,
-        Ok(domain::chat::ChatEvent::ChatUpdated { is_private, .. }) => is_private == Some(true),
-        Ok(_) => false,
-        // Unknown to this build: check, to be safe.
-        Err(_) => true,
-    }
-}
-
-pub(crate) async fn visible(
-    state: &AppState,
-    raw_id: &str,
-    actor: &Actor,
-) -> ApiResult<(Uuid, ChatRow)> {
-    let id = path_uuid(raw_id, "chat")?;
-    let row = q::visible_chat(
-        &state.db,
-        &id.to_string(),
-        &actor.user_id,
-        actor.has(Role::Admin),
-    )
-    .await?
-    .ok_or_else(|| ApiError::not_found("chat"))?;
-    Ok((id, row))
 }
 
 async fn get_chat(
@@ -391,27 +355,12 @@ async fn add_member(
 ) -> ApiResult<Response> {
     let (id, _) = visible(&state, &id, &actor).await?;
     let b = body.value;
-    let idem = idem.with_request(&format!("POST /chats/{id}/members"), &body.raw);
     let user_id = b.user_id.trim().to_string();
-    let render_json = member_json(&user_id);
-    let render = |c: &Chat, ev: &[ChatEvent]| reply(StatusCode::CREATED, &render_json(c, ev));
-    let exec = cmd::add_member(
-        &state.bus,
-        &Context::new(actor),
-        id,
-        user_id.clone(),
-        b.role.unwrap_or(MemberRole::Member),
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        member_json(&user_id),
-    )
-    .await
+    let ctx = Context::new(actor);
+    let role = b.role.unwrap_or(MemberRole::Member);
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, member_json(&user_id));
+    let exec = cmd::add_member(&state.bus, &ctx, id, user_id.clone(), role, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 async fn remove_member(
@@ -477,26 +426,15 @@ async fn post_message(
     Path(id): Path<String>,
     body: ApiJson<PostMessage>,
 ) -> ApiResult<Response> {
-    let (chat_id, _) = visible(&state, &id, &actor).await?;
+    let chat_id = path_uuid(&id, "chat")?;
     let b = body.value;
-    let kind = b.kind.unwrap_or(MessageType::Normal);
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    commands::message::check_may_post(&state.bus, &chat, &actor, kind == MessageType::Notice)
-        .await?;
-    crate::ratelimit::check_message(&actor.user_id)?;
-    let operation_id = Uuid::now_v7();
-    let submission = Submission {
-        operation_id,
-        message_id: Uuid::now_v7(),
-        chat_id,
-        author_id: actor.user_id.clone(),
-        kind,
+    let draft = Draft {
+        kind: b.kind.unwrap_or(MessageType::Normal),
         text: b.text,
         attachments: b
             .attachments
             .into_iter()
-            .map(|a| Attachment {
-                id: Uuid::now_v7(),
+            .map(|a| AttachmentDraft {
                 url: a.url,
                 content_type: a.content_type,
                 size_bytes: a.size_bytes,
@@ -504,22 +442,24 @@ async fn post_message(
             })
             .collect(),
         metadata: b.metadata.unwrap_or_else(|| json!({})),
-        filter_matches: vec![],
     };
-    let idem = idem.with_request(&format!("POST /chats/{chat_id}/messages"), &body.raw);
-    let op = operation_id.to_string();
-    let render = |_: &Operation, _: &[OperationEvent]| reply(StatusCode::ACCEPTED, &accepted(&op));
-    let exec = commands::message::submit(
+    let idem = idem.for_body(&body.raw);
+    let render = |o: &Operation, _: &[OperationEvent]| {
+        let op = o.submission.as_ref().map(|s| s.operation_id.to_string());
+        reply(StatusCode::ACCEPTED, &accepted(&op.unwrap_or_default()))
+    };
+    let (operation_id, exec) = commands::message::post(
         &state.bus,
         &Context::new(actor),
-        submission,
+        chat_id,
+        draft,
         idem.as_ref().map(|i| (i, &render as _)),
     )
     .await?;
     match exec {
         commands::Executed::Done { stored, .. } => {
             state.settle(PROJECTION, &stored).await;
-            Ok(accepted_response(accepted(&op)))
+            Ok(accepted_response(accepted(&operation_id.to_string())))
         }
         commands::Executed::Replayed(r) => Ok(accepted_response(
             serde_json::from_str(&r.body).unwrap_or(Value::Null),
@@ -580,8 +520,7 @@ async fn delete_message(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    let exec = commands::message::delete(&state.bus, &Context::new(actor), &chat, msg_id).await?;
+    let exec = commands::message::delete(&state.bus, &Context::new(actor), chat_id, msg_id).await?;
     if let commands::Executed::Done { stored, .. } = &exec {
         state.settle(PROJECTION, stored).await;
     }
@@ -609,12 +548,12 @@ pub(crate) fn message_json(m: q::MessageRow, reactions: Vec<Value>) -> Value {
     json!({
         "id": m.id, "chat_id": m.chat_id, "type": m.kind, "author_id": m.author_id,
         "text": if deleted { Value::Null } else { json!(m.text) },
-        "metadata": serde_json::from_str::<Value>(&m.metadata).unwrap_or(json!({})),
+        "metadata": m.metadata,
         "created_at": m.created_at, "edited_at": m.edited_at, "deleted_at": m.deleted_at,
         "filtered": m.filtered,
-        "filter_matches": serde_json::from_str::<Value>(&m.filter_matches).unwrap_or(json!([])),
+        "filter_matches": m.filter_matches,
         "flagged_at": m.flagged_at,
-        "attachments": serde_json::from_str::<Value>(&m.attachments).unwrap_or(json!([])),
+        "attachments": m.attachments,
         "reactions": reactions,
     })
 }
@@ -634,11 +573,10 @@ async fn edit_message(
 ) -> ApiResult<Json<Value>> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
     let exec = commands::message::edit(
         &state.bus,
         &Context::new(actor),
-        &chat,
+        chat_id,
         msg_id,
         body.value.text,
     )
@@ -670,13 +608,12 @@ async fn add_reaction(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
     let user_id = actor.user_id.clone();
     let emoji = body.value.emoji;
     let exec = commands::message::react(
         &state.bus,
         &Context::new(actor),
-        &chat,
+        chat_id,
         msg_id,
         emoji.clone(),
     )
@@ -714,9 +651,8 @@ async fn remove_reaction(
 ) -> ApiResult<Response> {
     let (chat_id, _) = visible(&state, &id, &actor).await?;
     let msg_id = path_uuid(&msg, "message")?;
-    let (_, chat) = state.bus.load::<Chat>(&chat_id.to_string()).await?;
-    let exec =
-        commands::message::unreact(&state.bus, &Context::new(actor), &chat, msg_id, emoji).await?;
+    let exec = commands::message::unreact(&state.bus, &Context::new(actor), chat_id, msg_id, emoji)
+        .await?;
     if let commands::Executed::Done { stored, .. } = &exec {
         state.settle(PROJECTION, stored).await;
     }
@@ -729,40 +665,6 @@ async fn remove_reaction(
 #[serde(deny_unknown_fields)]
 struct ReadBody {
     message_id: String,
-}
-
-/// Moves the caller's read position (also the `/ws` `read` op) and answers the position, which
-/// never moves back: reading an earlier message answers the unchanged position.
-pub(crate) async fn mark_read(
-    state: &AppState,
-    actor: &Actor,
-    chat_id: Uuid,
-    raw_message_id: &str,
-) -> ApiResult<Value> {
-    let message_id = path_uuid(raw_message_id, "message")?;
-    let exec = commands::chat::mark_read(
-        &state.bus,
-        &Context::new(actor.clone()),
-        chat_id,
-        message_id,
-    )
-    .await?;
-    let commands::Executed::Done {
-        state: position,
-        stored,
-        ..
-    } = exec
-    else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "read positions are not replayed"
-        )));
-    };
-    state.settle(PROJECTION, &stored).await;
-    Ok(json!({
-        "chat_id": chat_id, "user_id": actor.user_id,
-        "last_read_message_id": position.last_read_message_id,
-        "last_read_at": position.last_read_at,
-    }))
 }
 
 /// `PUT /chats/{id}/read` `{"message_id"}`.

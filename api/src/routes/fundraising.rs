@@ -23,14 +23,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
-use super::{dec, money, trunc};
+use super::{answer, Idempotent};
+use super::{money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "fundraising";
+const PROJECTION: &str = projections::fundraising::FundraisingProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -94,12 +94,12 @@ fn progress(raised: Decimal, goal: Decimal) -> Decimal {
 }
 
 fn campaign_from_row(r: q::CampaignRow) -> CampaignDto {
-    let (goal, raised) = (dec(&r.goal_amount), dec(&r.raised));
+    let (goal, raised) = (r.goal_amount, r.raised);
     CampaignDto {
-        budget_check: match (&r.budget_available, &r.budget_shortfall) {
-            (Some(a), Some(s)) => Some(BudgetCheckDto {
-                available: dec(a),
-                shortfall: dec(s),
+        budget_check: match (r.budget_available, r.budget_shortfall) {
+            (Some(available), Some(shortfall)) => Some(BudgetCheckDto {
+                available,
+                shortfall,
             }),
             _ => None,
         },
@@ -113,7 +113,7 @@ fn campaign_from_row(r: q::CampaignRow) -> CampaignDto {
         purpose: r.purpose,
         status: r.status,
         raised,
-        spent: dec(&r.spent),
+        spent: r.spent,
         donors_count: r.donors_count,
         created_by: r.created_by,
         created_at: r.created_at,
@@ -210,25 +210,10 @@ async fn create_campaign(
         purpose: b.purpose,
         created_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /campaigns", &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_campaign(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::create(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_campaign,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_campaign);
+    let exec = cmd::create(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,7 +262,7 @@ async fn get_campaign(
         .await?
         .into_iter()
         .map(|p| PurchaseDto {
-            amount: dec(&p.amount),
+            amount: p.amount,
             id: p.id,
             campaign_id: p.campaign_id,
             currency: p.currency,
@@ -417,26 +402,10 @@ async fn donate(
         anonymous: b.anonymous,
         message: b.message,
     };
-    let idem = idem.with_request(&format!("POST /campaigns/{id}/donations"), &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_donation(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::donate(
-        &state.bus,
-        &ctx,
-        id,
-        donation,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_donation,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_donation);
+    let exec = cmd::donate(&state.bus, &ctx, id, donation, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -458,7 +427,7 @@ async fn list_donations(
         .into_iter()
         .map(|r| DonationDto {
             donor_id: sees_donor(&actor, &r.donor_id, r.anonymous).then_some(r.donor_id),
-            amount: dec(&r.amount),
+            amount: r.amount,
             id: r.id,
             campaign_id: r.campaign_id,
             currency: r.currency,
@@ -522,26 +491,10 @@ async fn record_purchase(
         receipt_ref: b.receipt_ref,
         recorded_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request(&format!("POST /campaigns/{id}/purchases"), &body.raw);
-    let render =
-        |c: &Campaign, ev: &[CampaignEvent]| reply(StatusCode::CREATED, &render_purchase(c, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::record_purchase(
-        &state.bus,
-        &ctx,
-        id,
-        purchase,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_purchase,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_purchase);
+    let exec = cmd::record_purchase(&state.bus, &ctx, id, purchase, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[cfg(test)]

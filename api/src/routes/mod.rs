@@ -16,11 +16,12 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, NaiveDate, Utc};
-use commands::{Executed, Reply};
+use commands::{CommandError, Executed, Idempotency, RenderReply, Reply};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::ApiResult;
+use crate::extract::IdempotencyKey;
 use crate::state::AppState;
 
 /// Answers a command: the fresh result (after its read model caught up), or the stored reply of
@@ -45,6 +46,71 @@ pub async fn answer<A: Aggregate, T: Serialize>(
     }
 }
 
+/// The shape of every create-with-`Idempotency-Key` handler, in one place:
+///
+/// ```ignore
+/// let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render);
+/// let exec = cmd::create(&state.bus, &ctx, spec, reply.arg()).await;
+/// reply.answer(&state, PROJECTION, exec).await
+/// ```
+///
+/// The key is bound to the matched route and the raw body ([`IdempotencyKey::for_body`]); the
+/// reply stored with the events is `render`'s output under `status`, and a request repeating the
+/// key gets that stored reply (a different request with it is a 422, from the bus).
+/// Renders the reply stored with a command's events.
+type StoredReply<'r, A> = Box<dyn Fn(&A, &[<A as Aggregate>::Event]) -> Reply + Send + Sync + 'r>;
+
+pub struct Idempotent<'r, A: Aggregate> {
+    idem: Option<Idempotency>,
+    status: StatusCode,
+    render: StoredReply<'r, A>,
+}
+
+impl<'r, A: Aggregate> Idempotent<'r, A> {
+    pub fn new<T: Serialize>(
+        key: &IdempotencyKey,
+        raw: &[u8],
+        status: StatusCode,
+        render: impl Fn(&A, &[A::Event]) -> T + Send + Sync + 'r,
+    ) -> Self {
+        Idempotent {
+            idem: key.for_body(raw),
+            status,
+            render: Box::new(move |a, ev| reply(status, &render(a, ev))),
+        }
+    }
+
+    /// The idempotency argument every command takes.
+    pub fn arg(&self) -> Option<(&Idempotency, RenderReply<'_, A>)> {
+        self.idem.as_ref().map(|i| (i, &*self.render as _))
+    }
+
+    /// Answers the command: the fresh result once `projection` has applied it, or the stored reply.
+    pub async fn answer(
+        self,
+        state: &AppState,
+        projection: &str,
+        executed: Result<Executed<A>, CommandError>,
+    ) -> ApiResult<Response> {
+        match executed? {
+            Executed::Done {
+                state: agg,
+                events,
+                stored,
+            } => {
+                state.settle(projection, &stored).await;
+                let fresh = (self.render)(&agg, &events);
+                Ok(Response::builder()
+                    .status(self.status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(fresh.body))
+                    .expect("valid response"))
+            }
+            Executed::Replayed(reply) => Ok(replayed(reply)),
+        }
+    }
+}
+
 pub fn replayed(reply: Reply) -> Response {
     let mut resp = Response::builder()
         .status(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK))
@@ -56,17 +122,7 @@ pub fn replayed(reply: Reply) -> Response {
     resp
 }
 
-/// Money on the wire: a JSON number with the currency's two decimals (`serialize_with`).
-pub fn money<S: serde::Serializer>(d: &rust_decimal::Decimal, s: S) -> Result<S::Ok, S::Error> {
-    let mut d = *d;
-    d.rescale(2);
-    rust_decimal::serde::arbitrary_precision::serialize(&d, s)
-}
-
-/// A decimal amount as the read models store it (text written from a `Decimal`).
-pub fn dec(s: &str) -> rust_decimal::Decimal {
-    s.parse().unwrap_or_default()
-}
+pub use crate::service::money;
 
 /// Times are kept to the microsecond, as PostgreSQL stores them.
 pub fn trunc(t: DateTime<Utc>) -> DateTime<Utc> {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use commands::moderation::{self as m, NewSanction};
 use commands::{Context, Executed};
 use domain::chat::{
-    Chat, NewNotice, NewReport, ReportStatus, Sanction, SanctionKind, SanctionScope, MAX_TEXT,
+    NewNotice, NewReport, ReportStatus, Sanction, SanctionKind, SanctionScope, MAX_TEXT,
 };
 use domain::Role;
 use projections::chat::moderation::{self as mq, ReportRow, SanctionRow};
@@ -29,7 +29,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery};
 use crate::state::AppState;
 
-const PROJECTION: &str = "chat";
+const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -43,12 +43,6 @@ pub fn router() -> Router<AppState> {
         .route("/reports/{id}", get(get_report).patch(move_report))
         .route("/notices", post(broadcast_notice))
         .route("/messages/search", get(search))
-}
-
-async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: &Executed<A>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle(PROJECTION, stored).await;
-    }
 }
 
 // ---------- filters ----------
@@ -151,10 +145,9 @@ async fn mute(
     sanction(state, auth, body.value, SanctionKind::Mute).await
 }
 
-/// The chat a sanction names, as the caller may see it (404 otherwise).
-async fn sanction_chat(state: &AppState, actor: &domain::Actor, chat_id: &str) -> ApiResult<Chat> {
-    let (id, _) = visible(state, chat_id, actor).await?;
-    Ok(state.bus.load::<Chat>(&id.to_string()).await?.1)
+/// The chat a sanction names, if the caller may see it (404 otherwise).
+async fn sanction_chat(state: &AppState, actor: &domain::Actor, chat_id: &str) -> ApiResult<Uuid> {
+    Ok(visible(state, chat_id, actor).await?.0)
 }
 
 async fn sanction(
@@ -187,7 +180,7 @@ async fn sanction(
         until: b.until,
     };
     let ctx = Context::new(actor);
-    let (s, stored) = m::apply_sanction(&state.bus, &ctx, chat.as_ref(), new).await?;
+    let (s, stored) = m::apply_sanction(&state.bus, &ctx, chat, new).await?;
     state.settle(PROJECTION, &stored).await;
     Ok((StatusCode::CREATED, Json(sanction_json(&s))).into_response())
 }
@@ -232,8 +225,8 @@ async fn revoke(
         ),
         None => None,
     };
-    let exec = m::revoke_sanction(&state.bus, &Context::new(actor), chat.as_ref(), sid).await?;
-    settle(&state, &exec).await;
+    let exec = m::revoke_sanction(&state.bus, &Context::new(actor), chat, sid).await?;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::sanction(&state.db, &sid.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("sanction"))?;
@@ -246,7 +239,7 @@ fn report_json(r: &ReportRow) -> Value {
     json!({
         "id": r.id, "reporter_id": r.reporter_id, "message_id": r.message_id,
         "reported_user_id": r.reported_user_id, "reason": r.reason,
-        "evidence": serde_json::from_str::<Value>(&r.evidence).unwrap_or(json!([])),
+        "evidence": r.evidence,
         "status": r.status, "resolution_notes": r.resolution_notes,
         "created_at": r.created_at, "updated_at": r.updated_at,
     })
@@ -297,7 +290,7 @@ async fn file_report(
     };
     let id = report.id.to_string();
     let exec = m::file_report(&state.bus, &Context::new(actor), report).await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::report(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("report"))?;
@@ -316,7 +309,7 @@ async fn list_reports(
     auth: Auth,
     ApiQuery(p): ApiQuery<ReportsQuery>,
 ) -> ApiResult<Json<Value>> {
-    auth.require_any(&[Role::Admin])?;
+    crate::service::chat::may_list_reports(&auth.0)?;
     let page = Page::parse(p.limit, p.cursor.as_deref())?;
     let (rows, next) = mq::reports(&state.db, p.status.map(|s| s.as_str()), page).await?;
     Ok(Json(json!({
@@ -331,11 +324,7 @@ async fn get_report(
     Auth(actor): Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id = path_uuid(&id, "report")?;
-    let row = mq::report(&state.db, &id.to_string())
-        .await?
-        .filter(|r| r.reporter_id == actor.user_id || actor.has(Role::Admin))
-        .ok_or_else(|| ApiError::not_found("report"))?;
+    let row = crate::service::chat::visible_report(&state, &actor, &id).await?;
     Ok(Json(report_json(&row)))
 }
 
@@ -366,7 +355,7 @@ async fn move_report(
         b.resolution_notes,
     )
     .await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let row = mq::report(&state.db, &id.to_string())
         .await?
         .ok_or_else(|| ApiError::not_found("report"))?;
@@ -411,7 +400,7 @@ async fn broadcast_notice(
         roles: b.roles,
     };
     let exec = m::broadcast_notice(&state.bus, &Context::new(auth.0), notice.clone()).await?;
-    settle(&state, &exec).await;
+    state.settle(PROJECTION, &exec).await;
     let created_at = match &exec {
         Executed::Done { state: n, .. } => n.created_at,
         Executed::Replayed(_) => None,

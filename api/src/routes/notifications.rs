@@ -7,9 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch};
 use axum::{Json, Router};
-use commands::{inbox, Context, Executed};
+use commands::{inbox, Context};
 use projections::page::Page;
-use projections::sinks::notifications::{self as n, NotificationRow, Reader};
+use projections::sinks::notifications::{self as n, InboxProjection, NotificationRow, Reader};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -72,12 +72,6 @@ async fn unread_count(State(state): State<AppState>, Auth(actor): Auth) -> ApiRe
     ))
 }
 
-async fn settle<A: cqrs_es::Aggregate>(state: &AppState, exec: Executed<A>) {
-    if let Executed::Done { stored, .. } = exec {
-        state.settle("inbox", &stored).await;
-    }
-}
-
 async fn read_one(
     State(state): State<AppState>,
     Auth(actor): Auth,
@@ -87,7 +81,7 @@ async fn read_one(
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
     let exec = inbox::mark_read(&state.bus, &Context::new(actor.clone()), id.clone()).await?;
-    settle(&state, exec).await;
+    state.settle(InboxProjection::NAME, &exec).await;
     let row = n::get(&state.db, &reader(&actor), &id)
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
@@ -98,7 +92,7 @@ async fn read_all(State(state): State<AppState>, Auth(actor): Auth) -> ApiResult
     let before = n::unread_count(&state.db, &reader(&actor)).await?;
     let up_to = n::max_seq(&state.db).await?;
     let exec = inbox::mark_all_read(&state.bus, &Context::new(actor.clone()), up_to).await?;
-    settle(&state, exec).await;
+    state.settle(InboxProjection::NAME, &exec).await;
     let after = n::unread_count(&state.db, &reader(&actor)).await?;
     Ok(Json(
         json!({"updated": (before - after).max(0), "unread": after}),
@@ -114,6 +108,6 @@ async fn remove(
         .await?
         .ok_or_else(|| ApiError::not_found("notification"))?;
     let exec = inbox::delete(&state.bus, &Context::new(actor), id).await?;
-    settle(&state, exec).await;
+    state.settle(InboxProjection::NAME, &exec).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

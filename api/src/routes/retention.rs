@@ -8,7 +8,7 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use commands::Context;
-use domain::chat::{Chat, ChatEvent, ChatSettings};
+use domain::chat::{Chat, ChatEvent, ChatSettings, SettingsPatch};
 use domain::Role;
 use projections::chat::queries as q;
 use serde::Deserialize;
@@ -43,7 +43,9 @@ async fn get_retention(
     )
     .await?
     .ok_or_else(|| ApiError::not_found("chat"))?;
-    let s: ChatSettings = serde_json::from_str(&row.settings).unwrap_or_default();
+    let s: ChatSettings = serde_json::from_value(row.settings).map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context("corrupt chat settings in the read model"))
+    })?;
     Ok(Json(json!({
         "chat_id": row.id, "retention_days": s.retention_days, "post_policy": s.post_policy, "extra": s.extra,
     })))
@@ -83,18 +85,19 @@ async fn put_retention(
     )
     .await?
     .ok_or_else(|| ApiError::not_found("chat"))?;
-    let (_, chat) = state.bus.load::<Chat>(&id.to_string()).await?;
-    let mut settings = chat.settings.clone();
-    if let Some(d) = b.retention_days {
-        settings.retention_days = d;
-    }
-    if let Some(p) = b.post_policy {
-        settings.post_policy = p;
-    }
-    if let Some(e) = b.extra {
-        settings.extra = e;
-    }
-    let exec = commands::retention::change_settings(&state.bus, &Context::new(actor), id, settings)
-        .await?;
-    answer(&state, "chat", StatusCode::OK, exec, retention_json).await
+    let patch = SettingsPatch {
+        retention_days: b.retention_days,
+        post_policy: b.post_policy,
+        extra: b.extra,
+    };
+    let exec =
+        commands::retention::patch_settings(&state.bus, &Context::new(actor), id, patch).await?;
+    answer(
+        &state,
+        projections::chat::ChatProjection::NAME,
+        StatusCode::OK,
+        exec,
+        retention_json,
+    )
+    .await
 }

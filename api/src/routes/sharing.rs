@@ -18,14 +18,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, reply};
-use super::{dec, money, trunc};
+use super::{answer, Idempotent};
+use super::{money, trunc};
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "sharing";
+const PROJECTION: &str = projections::sharing::SharingProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -56,7 +56,7 @@ pub struct AssetDto {
 
 fn asset_from_row(r: q::AssetRow) -> AssetDto {
     AssetDto {
-        replacement_cost: dec(&r.replacement_cost),
+        replacement_cost: r.replacement_cost,
         available: r.holder_id.is_none(),
         id: r.id,
         name: r.name,
@@ -194,17 +194,10 @@ async fn register_asset(
         notes: b.notes,
         registered_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /assets", &body.raw);
-    let render = |a: &Asset, ev: &[AssetEvent]| reply(StatusCode::CREATED, &render_asset(a, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::register(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_asset).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_asset);
+    let exec = cmd::register(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,7 +263,7 @@ async fn get_asset(
         .await?
         .into_iter()
         .map(|d| DamageDto {
-            cost: dec(&d.cost),
+            cost: d.cost,
             id: d.id,
             asset_id: d.asset_id,
             user_id: d.user_id,
@@ -306,18 +299,10 @@ async fn take_asset(
 ) -> ApiResult<Response> {
     auth.require_participant()?;
     let (id, _) = existing_asset(&state, &id).await?;
-    let idem = idem.with_request(&format!("POST /assets/{id}/take"), &body.raw);
-    let render = |a: &Asset, ev: &[AssetEvent]| reply(StatusCode::CREATED, &render_loan(a, ev));
     let ctx = Context::new(auth.0);
-    let exec = cmd::take(
-        &state.bus,
-        &ctx,
-        id,
-        trunc(body.value.due_at),
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_loan).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_loan);
+    let exec = cmd::take(&state.bus, &ctx, id, trunc(body.value.due_at), reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -383,23 +368,15 @@ async fn report_damage(
     auth.require_participant()?;
     let (id, _) = existing_asset(&state, &id).await?;
     let b = body.value;
-    let idem = idem.with_request(&format!("POST /assets/{id}/damage"), &body.raw);
-    let render = |a: &Asset, ev: &[AssetEvent]| reply(StatusCode::CREATED, &render_damage(a, ev));
     let ctx = Context::new(auth.0);
     let damage = Damage {
         user_id: b.user_id,
         description: b.description,
         cost: b.cost,
     };
-    let exec = cmd::report_damage(
-        &state.bus,
-        &ctx,
-        id,
-        damage,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_damage).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_damage);
+    let exec = cmd::report_damage(&state.bus, &ctx, id, damage, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]

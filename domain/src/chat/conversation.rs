@@ -117,6 +117,35 @@ pub enum ChatCommand {
         actor: Actor,
         at: DateTime<Utc>,
     },
+    /// Changes only the given settings, merged into the chat's current ones when the command is
+    /// decided (on fresh state), so concurrent changes of different fields all land.
+    PatchSettings {
+        patch: SettingsPatch,
+        actor: Actor,
+        at: DateTime<Utc>,
+    },
+}
+
+/// A partial change of [`ChatSettings`]: `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SettingsPatch {
+    pub retention_days: Option<i64>,
+    pub post_policy: Option<String>,
+    pub extra: Option<serde_json::Value>,
+}
+
+impl SettingsPatch {
+    /// `current` with the given fields replaced.
+    pub fn merged_into(&self, current: &ChatSettings) -> ChatSettings {
+        ChatSettings {
+            retention_days: self.retention_days.unwrap_or(current.retention_days),
+            post_policy: self
+                .post_policy
+                .clone()
+                .unwrap_or_else(|| current.post_policy.clone()),
+            extra: self.extra.clone().unwrap_or_else(|| current.extra.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -441,6 +470,19 @@ impl Aggregate for Chat {
                     self,
                 )
                 .await;
+            }
+            ChatCommand::PatchSettings { patch, actor, at } => {
+                self.exists()?;
+                if !self.managed_by(&actor) {
+                    return Err(forbidden());
+                }
+                let settings = patch.merged_into(&self.settings);
+                super::retention::validate_settings(&settings).map_err(ChatError::Invalid)?;
+                if settings != self.settings {
+                    let by = actor.user_id;
+                    sink.write(ChatEvent::SettingsChanged { settings, by, at }, self)
+                        .await;
+                }
             }
             ChatCommand::ChangeSettings {
                 settings,

@@ -12,6 +12,11 @@ use rust_decimal::Decimal;
 
 pub struct BudgetProjection;
 
+impl BudgetProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "budget";
+}
+
 /// An amount (at most two decimals) in integer cents.
 pub fn cents(d: Decimal) -> i64 {
     (d * Decimal::ONE_HUNDRED)
@@ -28,11 +33,11 @@ struct DebtAmount {
 #[async_trait]
 impl crate::Projection for BudgetProjection {
     fn name(&self) -> &'static str {
-        "budget"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["budget_ledger"])
+        Some(&[<domain::budget::Ledger as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {
@@ -46,7 +51,7 @@ impl crate::Projection for BudgetProjection {
         let mut b = Bulk::default();
         for e in events
             .iter()
-            .filter(|e| e.aggregate_type == "budget_ledger")
+            .filter(|e| e.aggregate_type == <domain::budget::Ledger as domain::Aggregate>::TYPE)
         {
             let ev: LedgerEvent = domain::codec::decode(&e.event_type, e.payload.clone())
                 .with_context(|| format!("budget: bad event at position {}", e.position))?;

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use eventstore::{db_fetch_all, db_fetch_optional, Db};
+use rust_decimal::Decimal;
 
 use crate::page::Page;
 
@@ -13,7 +14,8 @@ pub const MAX_REPORT_ROWS: i64 = 10_000;
 pub struct TransactionRow {
     pub id: String,
     pub kind: String,
-    pub amount: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub amount: Decimal,
     pub currency: String,
     pub category: String,
     pub description: Option<String>,
@@ -31,8 +33,10 @@ pub struct TransactionRow {
 pub struct DebtRow {
     pub id: String,
     pub user_id: String,
-    pub amount: String,
-    pub amount_paid: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub amount: Decimal,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub amount_paid: Decimal,
     pub currency: String,
     pub reason: String,
     pub source_ref: Option<String>,
@@ -46,7 +50,8 @@ pub struct DebtRow {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SettingRow {
     pub currency: String,
-    pub low_balance_threshold: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub low_balance_threshold: Decimal,
     pub updated_by: String,
     pub updated_at: DateTime<Utc>,
 }

@@ -113,7 +113,8 @@ pub struct ReportRow {
     pub chat_id: Option<String>,
     pub reported_user_id: Option<String>,
     pub reason: String,
-    pub evidence: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub evidence: Vec<String>,
     pub status: String,
     pub resolution_notes: Option<String>,
     pub created_at: DateTime<Utc>,

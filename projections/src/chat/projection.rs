@@ -9,22 +9,27 @@ use eventstore::{tx_exec, StoredEvent, Tx};
 
 pub struct ChatProjection;
 
+impl ChatProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "chat";
+}
+
 #[async_trait]
 impl crate::Projection for ChatProjection {
     fn name(&self) -> &'static str {
-        "chat"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
         Some(&[
-            "profile",
-            "chat",
-            "operation",
-            "message",
-            "moderation",
-            "report",
-            "notice",
-            "read_position",
+            <domain::chat::Profile as domain::Aggregate>::TYPE,
+            <domain::chat::Chat as domain::Aggregate>::TYPE,
+            <domain::chat::Operation as domain::Aggregate>::TYPE,
+            <domain::chat::Message as domain::Aggregate>::TYPE,
+            <domain::chat::Moderation as domain::Aggregate>::TYPE,
+            <domain::chat::Report as domain::Aggregate>::TYPE,
+            <domain::chat::Notice as domain::Aggregate>::TYPE,
+            <domain::chat::ReadPosition as domain::Aggregate>::TYPE,
         ])
     }
 

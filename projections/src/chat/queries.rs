@@ -11,7 +11,8 @@ pub struct ProfileRow {
     pub user_id: String,
     pub nickname: String,
     pub avatar_url: Option<String>,
-    pub roles: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub roles: Vec<String>,
     pub seq: i64,
 }
 
@@ -27,7 +28,8 @@ pub struct ChatRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub member_count: i64,
-    pub settings: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub settings: serde_json::Value,
     pub seq: i64,
 }
 
@@ -198,13 +200,16 @@ pub struct MessageRow {
     pub kind: String,
     pub author_id: String,
     pub text: String,
-    pub metadata: String,
-    pub attachments: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub metadata: serde_json::Value,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub attachments: Vec<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub edited_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
     pub filtered: bool,
-    pub filter_matches: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub filter_matches: Vec<String>,
     pub flagged_at: Option<DateTime<Utc>>,
     pub seq: i64,
 }

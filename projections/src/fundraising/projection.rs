@@ -7,6 +7,11 @@ use rust_decimal::Decimal;
 
 pub struct FundraisingProjection;
 
+impl FundraisingProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "fundraising";
+}
+
 #[derive(sqlx::FromRow)]
 struct Spent {
     spent: String,
@@ -30,11 +35,11 @@ async fn set_status(
 #[async_trait]
 impl crate::Projection for FundraisingProjection {
     fn name(&self) -> &'static str {
-        "fundraising"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["campaign"])
+        Some(&[<domain::fundraising::Campaign as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

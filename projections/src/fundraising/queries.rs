@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use eventstore::{db_fetch_all, db_fetch_optional, Db};
+use rust_decimal::Decimal;
 
 use crate::page::Page;
 
@@ -13,16 +14,21 @@ pub struct CampaignRow {
     pub id: String,
     pub title: String,
     pub description: Option<String>,
-    pub goal_amount: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub goal_amount: Decimal,
     pub currency: String,
     pub ends_at: DateTime<Utc>,
     pub purpose: Option<String>,
     pub status: String,
-    pub raised: String,
-    pub spent: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub raised: Decimal,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub spent: Decimal,
     pub donors_count: i64,
-    pub budget_available: Option<String>,
-    pub budget_shortfall: Option<String>,
+    #[sqlx(try_from = "crate::stored::OptDecimalText")]
+    pub budget_available: Option<Decimal>,
+    #[sqlx(try_from = "crate::stored::OptDecimalText")]
+    pub budget_shortfall: Option<Decimal>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -39,7 +45,8 @@ pub struct DonationRow {
     pub id: String,
     pub campaign_id: String,
     pub donor_id: String,
-    pub amount: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub amount: Decimal,
     pub currency: String,
     pub anonymous: bool,
     pub message: Option<String>,
@@ -51,7 +58,8 @@ pub struct DonationRow {
 pub struct PurchaseRow {
     pub id: String,
     pub campaign_id: String,
-    pub amount: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub amount: Decimal,
     pub currency: String,
     pub description: String,
     pub receipt_ref: Option<String>,

@@ -6,14 +6,19 @@ use eventstore::{tx_exec, StoredEvent, Tx};
 
 pub struct SharingProjection;
 
+impl SharingProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "sharing";
+}
+
 #[async_trait]
 impl crate::Projection for SharingProjection {
     fn name(&self) -> &'static str {
-        "sharing"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["asset"])
+        Some(&[<domain::sharing::Asset as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

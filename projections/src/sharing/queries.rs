@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use eventstore::{db_fetch_all, db_fetch_optional, Db};
+use rust_decimal::Decimal;
 
 use crate::page::Page;
 
@@ -14,7 +15,8 @@ pub struct AssetRow {
     pub name: String,
     pub category: String,
     pub owner_id: String,
-    pub replacement_cost: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub replacement_cost: Decimal,
     pub currency: String,
     pub notes: Option<String>,
     pub registered_by: String,
@@ -45,7 +47,8 @@ pub struct DamageRow {
     pub asset_id: String,
     pub user_id: String,
     pub description: String,
-    pub cost: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub cost: Decimal,
     pub currency: String,
     pub reported_by: String,
     pub reported_at: DateTime<Utc>,

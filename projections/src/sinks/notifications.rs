@@ -317,14 +317,19 @@ pub async fn max_seq(db: &Db) -> sqlx::Result<i64> {
 /// Applies the users' inbox events to the read and deletion tables.
 pub struct InboxProjection;
 
+impl InboxProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "inbox";
+}
+
 #[async_trait]
 impl crate::Projection for InboxProjection {
     fn name(&self) -> &'static str {
-        "inbox"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["inbox"])
+        Some(&[<domain::inbox::Inbox as domain::Aggregate>::TYPE])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

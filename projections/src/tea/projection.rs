@@ -10,6 +10,11 @@ use eventstore::{placeholders, tx_exec, Arg, StoredEvent, Tx};
 
 pub struct TeaProjection;
 
+impl TeaProjection {
+    /// The projection's name: its checkpoint, and what read-your-writes waits on.
+    pub const NAME: &'static str = "tea";
+}
+
 /// Rows per bulk statement (11 parameters each for consumption rows: well under both
 /// databases' parameter limits).
 const BULK_ROWS: usize = 200;
@@ -115,11 +120,14 @@ async fn subtract(
 #[async_trait]
 impl crate::Projection for TeaProjection {
     fn name(&self) -> &'static str {
-        "tea"
+        Self::NAME
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["item", "announcement"])
+        Some(&[
+            <domain::tea::Item as domain::Aggregate>::TYPE,
+            <domain::tea::Announcement as domain::Aggregate>::TYPE,
+        ])
     }
 
     async fn apply(&self, tx: &mut Tx, e: &StoredEvent) -> anyhow::Result<()> {

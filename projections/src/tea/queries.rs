@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, NaiveDate, Utc};
 use eventstore::{db_fetch_all, db_fetch_optional, Db};
+use rust_decimal::Decimal;
 
 use crate::page::Page;
 
@@ -19,7 +20,8 @@ pub struct ItemRow {
     pub active: bool,
     pub track_expiry: bool,
     pub min_stock_qty: i64,
-    pub tags: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub tags: Vec<String>,
     pub stock_qty: i64,
     pub threshold_qty: i64,
     pub created_at: DateTime<Utc>,
@@ -37,7 +39,8 @@ pub struct BatchRow {
     pub qty_received: i64,
     pub qty_remaining: i64,
     pub currency: String,
-    pub cost_total: String,
+    #[sqlx(try_from = "crate::stored::DecimalText")]
+    pub cost_total: Decimal,
     pub received_at: DateTime<Utc>,
     pub seq: i64,
 }
@@ -55,7 +58,8 @@ pub struct ConsumptionRow {
     pub id: String,
     pub item_id: String,
     pub batch_id: String,
-    pub allocations: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub allocations: serde_json::Value,
     pub qty: i64,
     pub user_id: String,
     pub source: String,
@@ -70,7 +74,8 @@ pub struct ThresholdRow {
     pub id: String,
     pub item_id: String,
     pub min_qty: i64,
-    pub notify_config: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub notify_config: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub seq: i64,
@@ -84,7 +89,8 @@ pub struct AnnouncementRow {
     pub published_by: String,
     pub effective_from: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    pub item_ids: String,
+    #[sqlx(try_from = "crate::stored::JsonText")]
+    pub item_ids: Vec<String>,
     pub seq: i64,
 }
 

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 on_both_backends!(
     retention_settings_are_read_and_changed_by_managers,
+    concurrent_partial_retention_changes_all_land,
     mods_policy_lets_only_owners_moderators_and_admins_post,
     worker_rejects_members_when_the_policy_changed_after_submission,
     messages_past_retention_are_not_served,
@@ -82,6 +83,40 @@ async fn texts(app: &TestApp, chat: &str, token: &str) -> Vec<String> {
         .iter()
         .map(|m| m["text"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// `PUT /retention` sends only the given fields, merged in the `Chat` aggregate: three managers
+/// changing three different fields at the same time all see their change kept (an edge that
+/// copied the whole settings object it had read would lose two of them).
+async fn concurrent_partial_retention_changes_all_land(b: Backend) {
+    let app = spawn_app(b).await;
+    let (u1, u3) = (student("u_1"), student("u_3"));
+    let id = group(&app, &u1, &["u_2"]).await;
+    add(&app, &id, &u1, "u_3", "moderator").await;
+    let admin = token("u_admin", &[Role::Admin]);
+    for round in 0..6i64 {
+        let days = 30 + round;
+        let policy = if round % 2 == 0 { "mods" } else { "any" };
+        let note = format!("round {round}");
+        let (a, p, e) = tokio::join!(
+            put(&app, &u1, json!({"chat_id": id, "retention_days": days})),
+            put(&app, &u3, json!({"chat_id": id, "post_policy": policy})),
+            put(
+                &app,
+                &admin,
+                json!({"chat_id": id, "extra": {"note": note}})
+            ),
+        );
+        for r in [&a, &p, &e] {
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        let r = app.get(&format!("/retention?chat_id={id}"), &u1).await;
+        assert_eq!(
+            r.body,
+            json!({"chat_id": id, "retention_days": days, "post_policy": policy, "extra": {"note": note}}),
+            "round {round}"
+        );
+    }
 }
 
 async fn retention_settings_are_read_and_changed_by_managers(b: Backend) {

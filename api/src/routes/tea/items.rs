@@ -43,23 +43,16 @@ pub(super) async fn create_item(
         min_stock_qty: b.min_stock_qty,
         tags: b.tags,
     };
-    let idem = idem.with_request("POST /items", &body.raw);
     let cut = cutoff(&state);
-    let render =
-        move |s: &Item, _: &[ItemEvent]| reply(StatusCode::CREATED, &item_from_state(s, cut));
     let ctx = Context::new(actor);
-    let exec = cmd::create_item(
-        &state.bus,
-        &ctx,
-        Uuid::now_v7(),
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, |s, _| {
-        item_from_state(s, cut)
-    })
-    .await
+    let reply = Idempotent::new(
+        &idem,
+        &body.raw,
+        StatusCode::CREATED,
+        move |s: &Item, _: &[ItemEvent]| item_from_state(s, cut),
+    );
+    let exec = cmd::create_item(&state.bus, &ctx, Uuid::now_v7(), spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]

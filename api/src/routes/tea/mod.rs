@@ -32,14 +32,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{answer, money, range_end, range_start, reply, trunc};
+use super::{answer, money, range_end, range_start, trunc, Idempotent};
 
 use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 
-const PROJECTION: &str = "tea";
+const PROJECTION: &str = projections::tea::TeaProjection::NAME;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -51,26 +51,10 @@ pub(super) async fn upsert_threshold(
         channels: nc.channels,
         notify_roles: nc.notify_roles,
     };
-    let idem = idem.with_request("POST /thresholds", &body.raw);
-    let render = |s: &Item, ev: &[ItemEvent]| reply(StatusCode::CREATED, &render_threshold(s, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::set_threshold(
-        &state.bus,
-        &ctx,
-        item_id,
-        b.min_qty,
-        notify,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_threshold,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_threshold);
+    let exec = cmd::set_threshold(&state.bus, &ctx, item_id, b.min_qty, notify, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 pub(super) async fn list_thresholds(
@@ -86,7 +70,7 @@ pub(super) async fn list_thresholds(
             id: r.id,
             item_id: r.item_id,
             min_qty: r.min_qty,
-            notify_config: serde_json::from_str(&r.notify_config).unwrap_or(Value::Null),
+            notify_config: r.notify_config,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -154,26 +138,10 @@ pub(super) async fn create_announcement(
         item_ids,
         published_by: actor.user_id.clone(),
     };
-    let idem = idem.with_request("POST /announcements", &body.raw);
-    let render = |s: &domain::tea::Announcement, ev: &[AnnouncementEvent]| {
-        reply(StatusCode::CREATED, &render_announcement(s, ev))
-    };
     let ctx = Context::new(actor);
-    let exec = cmd::publish_announcement(
-        &state.bus,
-        &ctx,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_announcement,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_announcement);
+    let exec = cmd::publish_announcement(&state.bus, &ctx, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 pub(super) async fn list_announcements(
@@ -192,7 +160,7 @@ pub(super) async fn list_announcements(
             published_by: r.published_by,
             effective_from: r.effective_from,
             created_at: r.created_at,
-            item_ids: serde_json::from_str(&r.item_ids).unwrap_or_default(),
+            item_ids: r.item_ids,
         })
         .collect();
     Ok(Json(json!({"announcements": out, "next_cursor": next})))

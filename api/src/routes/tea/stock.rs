@@ -74,18 +74,10 @@ pub(super) async fn create_batch(
         cost_total: b.cost_total,
         received_at: b.received_at.map(trunc).unwrap_or_else(|| trunc(now)),
     };
-    let idem = idem.with_request(&format!("POST /items/{item_id}/batches"), &body.raw);
-    let render = |s: &Item, ev: &[ItemEvent]| reply(StatusCode::CREATED, &render_batch(s, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::receive_batch(
-        &state.bus,
-        &ctx,
-        item_id,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(&state, PROJECTION, StatusCode::CREATED, exec, render_batch).await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_batch);
+    let exec = cmd::receive_batch(&state.bus, &ctx, item_id, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +109,7 @@ pub(super) async fn list_batches(
             qty_received: r.qty_received,
             qty_remaining: r.qty_remaining,
             currency: r.currency,
-            cost_total: r.cost_total.parse().unwrap_or_default(),
+            cost_total: r.cost_total,
             received_at: r.received_at,
         })
         .collect();
@@ -202,26 +194,10 @@ pub(super) async fn consume(
         notes: b.notes,
         consumed_at: trunc(b.consumed_at.unwrap_or_else(Utc::now)),
     };
-    let idem = idem.with_request(&format!("POST /items/{item_id}/consume"), &body.raw);
-    let render =
-        |s: &Item, ev: &[ItemEvent]| reply(StatusCode::CREATED, &render_consumption(s, ev));
     let ctx = Context::new(actor);
-    let exec = cmd::consume(
-        &state.bus,
-        &ctx,
-        item_id,
-        spec,
-        idem.as_ref().map(|i| (i, &render as _)),
-    )
-    .await?;
-    answer(
-        &state,
-        PROJECTION,
-        StatusCode::CREATED,
-        exec,
-        render_consumption,
-    )
-    .await
+    let reply = Idempotent::new(&idem, &body.raw, StatusCode::CREATED, render_consumption);
+    let exec = cmd::consume(&state.bus, &ctx, item_id, spec, reply.arg()).await;
+    reply.answer(&state, PROJECTION, exec).await
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
