@@ -101,6 +101,10 @@ impl From<CommandError> for ApiError {
             ),
             e @ CommandError::IdempotencyMismatch => ApiError::Validation(e.to_string(), None),
             e @ CommandError::Busy => ApiError::Unavailable(e.to_string()),
+            CommandError::RateLimited {
+                message,
+                retry_after_secs,
+            } => ApiError::RateLimited(message, retry_after_secs),
             CommandError::Internal(e) => ApiError::Internal(e),
         }
     }

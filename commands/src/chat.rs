@@ -48,6 +48,7 @@ pub async fn create_chat(
     chat: NewChat,
     idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let id = chat.chat_id.to_string();
     let cmd = ChatCommand::Create {
         chat,
@@ -65,6 +66,7 @@ pub async fn update_chat(
     name: Option<String>,
     is_private: Option<bool>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::Update {
         name,
         is_private,
@@ -83,6 +85,7 @@ pub async fn add_member(
     role: MemberRole,
     idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     // A user banned from the chat cannot be re-added while banned (told only to those who may
     // manage the chat; others get the aggregate's own refusal).
     let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
@@ -106,6 +109,7 @@ pub async fn remove_member(
     chat_id: Uuid,
     user_id: String,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::RemoveMember {
         user_id,
         actor: ctx.actor.clone(),
@@ -124,6 +128,7 @@ pub async fn mark_read(
     chat_id: Uuid,
     message_id: Uuid,
 ) -> Result<Executed<domain::chat::ReadPosition>, CommandError> {
+    crate::require_participant(ctx)?;
     let (_, msg) = bus
         .load::<domain::chat::Message>(&message_id.to_string())
         .await?;

@@ -40,6 +40,7 @@ pub async fn submit(
     mut submission: Submission,
     idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
 ) -> Result<Executed<Operation>, CommandError> {
+    crate::require_participant(ctx)?;
     let filtered = crate::moderation::filter_text(bus, &submission.text).await?;
     submission.text = filtered.text;
     submission.filter_matches = filtered.matches;
@@ -49,6 +50,28 @@ pub async fn submit(
         at: now(),
     };
     bus.execute::<Operation>(&id, cmd, ctx, None, idem).await
+}
+
+/// Accepts a message a user posts into `chat`: a retried `Idempotency-Key` answers the stored
+/// reply first (a retry is never refused by a check the first attempt passed, nor rate-limited),
+/// then [`check_may_post`], the per-user rate limit shared with edits and reactions, and
+/// [`submit`].
+pub async fn accept(
+    bus: &CommandBus,
+    ctx: &Context,
+    chat: &Chat,
+    submission: Submission,
+    idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
+) -> Result<Executed<Operation>, CommandError> {
+    if let Some((i, _)) = idem {
+        if let Some(reply) = bus.replayed(&ctx.actor.user_id, i).await? {
+            return Ok(Executed::Replayed(reply));
+        }
+    }
+    let notice = submission.kind == MessageType::Notice;
+    check_may_post(bus, chat, &ctx.actor, notice).await?;
+    crate::ratelimit::take_message(&ctx.actor.user_id)?;
+    submit(bus, ctx, submission, idem).await
 }
 
 /// Posts one submitted message and settles its operation.
@@ -232,6 +255,7 @@ pub async fn edit(
     message_id: uuid::Uuid,
     text: String,
 ) -> Result<Executed<Message>, CommandError> {
+    check_may_write(bus, chat, &ctx.actor).await?;
     let filtered = crate::moderation::filter_text(bus, &text).await?;
     let cmd = MessageCommand::Edit {
         by: ctx.actor.user_id.clone(),
@@ -265,6 +289,7 @@ pub async fn react(
     message_id: uuid::Uuid,
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
+    check_may_write(bus, chat, &ctx.actor).await?;
     let cmd = MessageCommand::React {
         by: ctx.actor.user_id.clone(),
         emoji,
@@ -283,6 +308,7 @@ pub async fn unreact(
     message_id: uuid::Uuid,
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
+    check_may_write(bus, chat, &ctx.actor).await?;
     let cmd = MessageCommand::Unreact {
         by: ctx.actor.user_id.clone(),
         emoji,
@@ -299,6 +325,7 @@ async fn on_message(
     message_id: uuid::Uuid,
     cmd: MessageCommand,
 ) -> Result<Executed<Message>, CommandError> {
+    crate::require_participant(ctx)?;
     let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
     // A message of another chat (or past the chat's retention) does not exist here.
     if msg
@@ -316,6 +343,27 @@ async fn on_message(
         .await
 }
 
+/// What editing and reacting need, like posting: the caller participates (no auditor), is a
+/// member of the chat (an admin need not be), is not banned or muted there or globally, and has a
+/// token left in the per-user bucket that posting uses too.
+pub async fn check_may_write(
+    bus: &CommandBus,
+    chat: &Chat,
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    crate::require_participating(actor)?;
+    if chat.member(&actor.user_id).is_none() && !actor.has(domain::Role::Admin) {
+        return Err(CommandError::Forbidden(
+            "only members of the chat may edit or react".into(),
+        ));
+    }
+    let chat_id = chat.chat_id.unwrap_or_default();
+    if let Some(why) = crate::moderation::posting_blocked(bus, chat_id, &actor.user_id).await? {
+        return Err(CommandError::Forbidden(why));
+    }
+    crate::ratelimit::take_message(&actor.user_id)
+}
+
 /// Whether `actor` may post a message now: [`may_post`] and no ban or mute in force.
 pub async fn check_may_post(
     bus: &CommandBus,
@@ -323,6 +371,7 @@ pub async fn check_may_post(
     actor: &Actor,
     notice: bool,
 ) -> Result<(), CommandError> {
+    crate::require_participating(actor)?;
     may_post(chat, actor, notice)?;
     let chat_id = chat.chat_id.unwrap_or_default();
     if let Some(why) = crate::moderation::posting_blocked(bus, chat_id, &actor.user_id).await? {

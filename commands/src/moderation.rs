@@ -69,6 +69,9 @@ pub struct NewSanction {
     pub until: Option<DateTime<Utc>>,
 }
 
+const OUTRANKED: &str =
+    "a moderator cannot sanction the chat's owners or other moderators; owners and admins can";
+
 /// Applies a ban or mute. In a chat, a ban also ends the user's membership (a dm keeps its two
 /// members; the ban still silences them there). Returns the sanction and every event stored.
 pub async fn apply_sanction(
@@ -77,9 +80,15 @@ pub async fn apply_sanction(
     chat: Option<&Chat>,
     s: NewSanction,
 ) -> Result<(Sanction, Vec<StoredEvent>), CommandError> {
+    crate::require_participant(ctx)?;
     let allowed = match (s.scope, chat) {
         (SanctionScope::Global, _) => ctx.actor.has(Role::Admin),
-        (SanctionScope::Chat, Some(c)) => c.managed_by(&ctx.actor),
+        (SanctionScope::Chat, Some(c)) => {
+            if c.managed_by(&ctx.actor) && !c.may_moderate(&ctx.actor, &s.user_id) {
+                return Err(CommandError::Forbidden(OUTRANKED.into()));
+            }
+            c.managed_by(&ctx.actor)
+        }
         (SanctionScope::Chat, None) => false,
     };
     let at = now();
@@ -142,11 +151,26 @@ pub async fn revoke_sanction(
     chat: Option<&Chat>,
     sanction_id: Uuid,
 ) -> Result<Executed<Moderation>, CommandError> {
+    crate::require_participant(ctx)?;
     let allowed = match chat {
         None => ctx.actor.has(Role::Admin),
         Some(c) => c.managed_by(&ctx.actor),
     };
     let stream = scope_stream(chat.and_then(|c| c.chat_id));
+    // A moderator revokes only the sanctions they applied themselves: not those of an owner, an
+    // admin or another moderator. (A sanction's author never changes, so loading it first is safe.)
+    if chat.is_some_and(|c| allowed && !c.ranks_above_moderators(&ctx.actor)) {
+        let (_, m) = bus.load::<Moderation>(&stream).await?;
+        if m.sanctions
+            .iter()
+            .any(|s| s.id == sanction_id && s.applied_by != ctx.actor.user_id)
+        {
+            return Err(CommandError::Forbidden(
+                "a moderator revokes only the sanctions they applied; owners and admins revoke any"
+                    .into(),
+            ));
+        }
+    }
     let cmd = ModerationCommand::Revoke {
         sanction_id,
         by: ctx.actor.user_id.clone(),
@@ -201,6 +225,7 @@ pub async fn file_report(
     ctx: &Context,
     report: NewReport,
 ) -> Result<Executed<Report>, CommandError> {
+    crate::require_participant(ctx)?;
     let id = report.id.to_string();
     let cmd = ReportCommand::File { report, at: now() };
     bus.execute::<Report>(&id, cmd, ctx, None, None).await

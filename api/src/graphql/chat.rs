@@ -688,10 +688,6 @@ impl ChatMutation {
         let (state, actor) = (state(ctx), actor(ctx));
         let (id, chat) = visible_chat(state, actor, &chat_id).await?;
         let notice = notice.unwrap_or(false);
-        commands::message::check_may_post(&state.bus, &chat, actor, notice)
-            .await
-            .map_err(err)?;
-        crate::ratelimit::check_message(&actor.user_id).map_err(gql_error)?;
         let submission = Submission {
             operation_id: Uuid::now_v7(),
             message_id: Uuid::now_v7(),
@@ -708,9 +704,10 @@ impl ChatMutation {
             filter_matches: vec![],
         };
         let op = submission.operation_id;
-        let exec = commands::message::submit(
+        let exec = commands::message::accept(
             &state.bus,
             &CmdContext::new(actor.clone()),
+            &chat,
             submission,
             None,
         )
@@ -852,17 +849,9 @@ impl ChatMutation {
         #[graphql(default)] roles: Vec<String>,
     ) -> GqlResult<Notice> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let mut ids: Vec<Uuid> = Vec::with_capacity(chat_ids.len());
-        for (i, c) in chat_ids.iter().enumerate() {
-            let id = c.parse::<Uuid>().map_err(|_| {
-                gql_error(ApiError::validation(format!(
-                    "chatIds[{i}] is not a chat id"
-                )))
-            })?;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
+        let raw: Vec<String> = chat_ids.into_iter().map(|c| c.0).collect();
+        let ids = domain::chat::notice_chat_ids(&raw, "chatIds")
+            .map_err(|e| gql_error(ApiError::validation(e)))?;
         let notice = domain::chat::NewNotice {
             id: Uuid::now_v7(),
             title: title.trim().to_string(),

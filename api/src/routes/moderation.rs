@@ -393,15 +393,8 @@ async fn broadcast_notice(
 ) -> ApiResult<Response> {
     auth.require_any(&[Role::Admin])?;
     let b = body.value;
-    let mut chat_ids = Vec::with_capacity(b.chat_ids.len());
-    for (i, c) in b.chat_ids.iter().enumerate() {
-        let id: Uuid = c
-            .parse()
-            .map_err(|_| ApiError::validation(format!("chat_ids[{i}] is not a chat id")))?;
-        if !chat_ids.contains(&id) {
-            chat_ids.push(id);
-        }
-    }
+    let chat_ids =
+        domain::chat::notice_chat_ids(&b.chat_ids, "chat_ids").map_err(ApiError::validation)?;
     let notice = NewNotice {
         id: Uuid::now_v7(),
         title: b.title.trim().to_string(),
