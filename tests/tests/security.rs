@@ -1,0 +1,604 @@
+//! The security review of 2026-11-30 (`docs/SECURITY.md`): each finding's repro, as a test that
+//! failed on 7502907 and passes now. Backend-independent findings run on SQLite and PostgreSQL;
+//! NUL bytes (L1) are a PostgreSQL failure, so they also run on both (the rule is the same).
+
+use std::time::Duration;
+
+use fafcab_tests::*;
+use serde_json::{json, Value};
+
+on_both_backends!(
+    h1_damage_charges_only_a_past_holder,
+    m4_auditors_are_read_only,
+    m2_moderators_cannot_act_on_owners_or_moderators,
+    m3_sanctions_and_membership_apply_to_edits_and_reactions,
+    m3_edits_and_reactions_share_the_posting_rate_limit,
+    m8_member_ids_are_capped_before_de_duplication,
+    l1_nul_is_a_validation_error,
+    l10_a_retried_post_replays_before_the_checks,
+);
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn group(app: &TestApp, owner: &str, name: &str, members: &[&str]) -> String {
+    let r = app
+        .post(
+            "/chats",
+            owner,
+            json!({"type": "group", "name": name, "member_ids": members}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+/// Posts a message and waits until it is posted; its id.
+async fn posted(app: &TestApp, token: &str, chat: &str, text: &str) -> String {
+    let r = app
+        .post(
+            &format!("/chats/{chat}/messages"),
+            token,
+            json!({"text": text}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let op = r.body["operation_id"].as_str().unwrap().to_string();
+    eventually(DEADLINE, || async {
+        let r = app.get(&format!("/operations/{op}"), token).await;
+        (r.status == 200 && r.body["status"] == "completed")
+            .then(|| r.body["message_id"].as_str().unwrap().to_string())
+    })
+    .await
+}
+
+async fn debts_of(app: &TestApp, user: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("/budget/debts?user_id={user}"), &admin())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["debts"].as_array().unwrap().clone()
+}
+
+/// H1: owning an asset is no way to book a debt against a stranger; the sum charged to one
+/// user never exceeds the replacement cost.
+async fn h1_damage_charges_only_a_past_holder(b: Backend) {
+    let app = spawn_app(b).await;
+    let stu = student("u_stu");
+    let r = app
+        .post(
+            "/assets",
+            &stu,
+            json!({"name": "x", "category": "c", "owner_id": "u_stu",
+                   "replacement_cost": 1_000_000_000, "currency": "MDL"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let a = r.body["id"].as_str().unwrap().to_string();
+    let damage = format!("/assets/{a}/damage");
+    // The review's repro: a debt of 1e9 against a user who never borrowed it.
+    assert_error(
+        &app.post(
+            &damage,
+            &stu,
+            json!({"user_id": "u_victim", "description": "broke it", "cost": 1_000_000_000}),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    // Someone who did borrow it may be charged, by the owner, up to the replacement cost in all.
+    let due = json!({"due_at": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339()});
+    let r = app
+        .post(&format!("/assets/{a}/take"), &student("u_b"), due)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = app
+        .post(
+            &format!("/assets/{a}/return"),
+            &student("u_b"),
+            json!({"condition": "damaged"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = app
+        .post(
+            &damage,
+            &stu,
+            json!({"user_id": "u_b", "description": "cracked", "cost": 600_000_000}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_error(
+        &app.post(
+            &damage,
+            &stu,
+            json!({"user_id": "u_b", "description": "again", "cost": 400_000_000.01}),
+        )
+        .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    // Staff may still charge anyone (within the same bound).
+    let r = app
+        .post(
+            &damage,
+            &executor(),
+            json!({"user_id": "u_c", "description": "seen on camera", "cost": 5}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    eventually(DEADLINE, || async {
+        (debts_of(&app, "u_b").await.len() == 1 && debts_of(&app, "u_c").await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    assert!(debts_of(&app, "u_victim").await.is_empty());
+}
+
+/// M4: an auditor changes nothing, in Tea or Chat, whatever the route.
+async fn m4_auditors_are_read_only(b: Backend) {
+    let app = spawn_app(b).await;
+    let item = app.item("Green tea", 0).await;
+    app.batch(&item, 10, None).await;
+    let aud = auditor();
+    assert_error(
+        &app.post(&format!("/items/{item}/consume"), &aud, json!({"qty": 5}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    assert_eq!(
+        app.get(&format!("/items/{item}"), &aud).await.body["stock_qty"],
+        10
+    );
+    assert_error(
+        &app.post("/chats", &aud, json!({"type": "group", "name": "x"}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    // Even as a moderator of a chat an admin put them in.
+    let chat = group(&app, &admin(), "lab", &["u_1"]).await;
+    let r = app
+        .post(
+            &format!("/chats/{chat}/members"),
+            &admin(),
+            json!({"user_id": "u_audit", "role": "moderator"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let m = posted(&app, &student("u_1"), &chat, "hello").await;
+    let forbidden = [
+        app.post(
+            &format!("/chats/{chat}/messages"),
+            &aud,
+            json!({"text": "hi"}),
+        )
+        .await,
+        app.post(
+            &format!("/chats/{chat}/messages/{m}/reactions"),
+            &aud,
+            json!({"emoji": "👍"}),
+        )
+        .await,
+        app.post("/reports", &aud, json!({"reason": "spam", "message_id": m}))
+            .await,
+        app.send(
+            "PUT",
+            &format!("/chats/{chat}/read"),
+            Some(&aud),
+            Some(json!({"message_id": m})),
+            &[],
+        )
+        .await,
+        app.send(
+            "PUT",
+            "/retention",
+            Some(&aud),
+            Some(json!({"chat_id": chat, "retention_days": 7})),
+            &[],
+        )
+        .await,
+        app.patch(&format!("/chats/{chat}"), &aud, json!({"name": "mine"}))
+            .await,
+        app.post(
+            "/moderation/actions/mute",
+            &aud,
+            json!({"user_id": "u_1", "scope": "chat", "chat_id": chat}),
+        )
+        .await,
+    ];
+    for r in &forbidden {
+        assert_error(r, 403, "FORBIDDEN");
+    }
+    // GraphQL goes through the same commands.
+    let r = app
+        .post(
+            "/graphql",
+            &aud,
+            json!({"query": format!("mutation {{ consume(itemId: \"{item}\", qty: 1) {{ id }} }}")}),
+        )
+        .await;
+    assert_eq!(
+        r.body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{}",
+        r.text
+    );
+}
+
+/// M2: owner > moderator > member. A moderator cannot remove, ban, mute or undo the sanctions
+/// of the owner or another moderator; the owner (and admins) can.
+async fn m2_moderators_cannot_act_on_owners_or_moderators(b: Backend) {
+    let app = spawn_app(b).await;
+    let (owner, m1, m2) = (student("u_owner"), student("u_mod"), student("u_mod2"));
+    let chat = group(&app, &owner, "club", &["u_3"]).await;
+    for m in ["u_mod", "u_mod2"] {
+        let r = app
+            .post(
+                &format!("/chats/{chat}/members"),
+                &owner,
+                json!({"user_id": m, "role": "moderator"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    // The review's repro: a moderator bans the owner.
+    for kind in ["ban", "mute"] {
+        for target in ["u_owner", "u_mod2"] {
+            assert_error(
+                &app.post(
+                    &format!("/moderation/actions/{kind}"),
+                    &m1,
+                    json!({"user_id": target, "scope": "chat", "chat_id": chat}),
+                )
+                .await,
+                403,
+                "FORBIDDEN",
+            );
+        }
+    }
+    for target in ["u_owner", "u_mod2"] {
+        assert_error(
+            &app.send(
+                "DELETE",
+                &format!("/chats/{chat}/members/{target}"),
+                Some(&m1),
+                None,
+                &[],
+            )
+            .await,
+            403,
+            "FORBIDDEN",
+        );
+    }
+    // A moderator still moderates plain members.
+    let r = app
+        .post(
+            "/moderation/actions/mute",
+            &m1,
+            json!({"user_id": "u_3", "scope": "chat", "chat_id": chat}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The owner's sanction is not a moderator's to revoke; their own is.
+    let by_owner = app
+        .post(
+            "/moderation/actions/mute",
+            &owner,
+            json!({"user_id": "u_mod2", "scope": "chat", "chat_id": chat}),
+        )
+        .await;
+    assert_eq!(by_owner.status, 201, "{}", by_owner.text);
+    let sid = by_owner.body["id"].as_str().unwrap();
+    assert_error(
+        &app.post(&format!("/moderation/sanctions/{sid}/revoke"), &m1, json!({}))
+            .await,
+        403,
+        "FORBIDDEN",
+    );
+    let own = r.body["id"].as_str().unwrap();
+    let r = app
+        .post(&format!("/moderation/sanctions/{own}/revoke"), &m1, json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The owner removes a moderator; an admin removes the owner.
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/chats/{chat}/members/u_mod2"),
+            Some(&owner),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/chats/{chat}/members/u_owner"),
+            Some(&admin()),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    // Leaving stays open to everyone.
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/chats/{chat}/members/u_mod"),
+            Some(&m1),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let _ = m2;
+}
+
+/// M3: a muted or banned author (in the chat or globally) and an ex-member neither edit nor react.
+async fn m3_sanctions_and_membership_apply_to_edits_and_reactions(b: Backend) {
+    let app = spawn_app(b).await;
+    let (owner, x) = (student("u_owner"), student("u_x"));
+    let chat = group(&app, &owner, "club", &["u_x"]).await;
+    let m = posted(&app, &x, &chat, "hello").await;
+    let edit = |tok: String| {
+        let (app, path) = (&app, format!("/chats/{chat}/messages/{m}"));
+        async move { app.patch(&path, &tok, json!({"text": "spam"})).await }
+    };
+    let react = |tok: String| {
+        let (app, path) = (&app, format!("/chats/{chat}/messages/{m}/reactions"));
+        async move { app.post(&path, &tok, json!({"emoji": "👍"})).await }
+    };
+    // The review's repro: a global mute, then an edit.
+    let g = app
+        .post(
+            "/moderation/actions/mute",
+            &admin(),
+            json!({"user_id": "u_x", "scope": "global"}),
+        )
+        .await;
+    assert_eq!(g.status, 201, "{}", g.text);
+    assert_error(&edit(x.clone()).await, 403, "FORBIDDEN");
+    assert_error(&react(x.clone()).await, 403, "FORBIDDEN");
+    let gid = g.body["id"].as_str().unwrap();
+    let r = app
+        .post(
+            &format!("/moderation/sanctions/{gid}/revoke"),
+            &admin(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(edit(x.clone()).await.status, 200);
+    // A chat mute.
+    let r = app
+        .post(
+            "/moderation/actions/mute",
+            &owner,
+            json!({"user_id": "u_x", "scope": "chat", "chat_id": chat}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_error(&edit(x.clone()).await, 403, "FORBIDDEN");
+    assert_error(&react(x.clone()).await, 403, "FORBIDDEN");
+    // An ex-member of a public channel still reads it, but no longer edits or reacts.
+    let r = app
+        .post(
+            "/chats",
+            &owner,
+            json!({"type": "channel", "name": "news", "slug": "news", "member_ids": ["u_y"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ch = r.body["id"].as_str().unwrap().to_string();
+    let y = student("u_y");
+    let my = posted(&app, &y, &ch, "mine").await;
+    let r = app
+        .send(
+            "DELETE",
+            &format!("/chats/{ch}/members/u_y"),
+            Some(&y),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_error(
+        &app.patch(
+            &format!("/chats/{ch}/messages/{my}"),
+            &y,
+            json!({"text": "rewritten"}),
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+}
+
+/// M3: edits and reactions draw from the same per-user bucket as posting.
+async fn m3_edits_and_reactions_share_the_posting_rate_limit(b: Backend) {
+    let app = spawn_app(b).await;
+    let u = student("u_fast");
+    let chat = group(&app, &u, "spam", &["u_2"]).await;
+    let m = posted(&app, &u, &chat, "first").await;
+    let path = format!("/chats/{chat}/messages/{m}");
+    let edits = (0..40).map(|i| app.patch(&path, &u, json!({"text": format!("e{i}")})));
+    let results = futures::future::join_all(edits).await;
+    let limited: Vec<&Res> = results.iter().filter(|r| r.status == 429).collect();
+    assert!(!limited.is_empty(), "edits past the rate are refused");
+    assert_error(limited[0], 429, "RATE_LIMITED");
+    assert!(limited[0].headers.contains_key("retry-after"));
+    // The same bucket (the server runs in this process): once it is empty, posting and
+    // reacting are refused too.
+    let drain = || while commands::ratelimit::MESSAGES.take("u_fast").is_ok() {};
+    drain();
+    let r = app
+        .post(
+            &format!("/chats/{chat}/messages"),
+            &u,
+            json!({"text": "x"}),
+        )
+        .await;
+    assert_error(&r, 429, "RATE_LIMITED");
+    drain();
+    let r = app
+        .post(&format!("{path}/reactions"), &u, json!({"emoji": "👍"}))
+        .await;
+    assert_error(&r, 429, "RATE_LIMITED");
+}
+
+/// M8: `member_ids` over the cap is refused before any de-duplication (REST and GraphQL).
+async fn m8_member_ids_are_capped_before_de_duplication(b: Backend) {
+    let app = spawn_app(b).await;
+    let ids: Vec<String> = (0..35_000).map(|i| format!("{i:x}")).collect();
+    let started = std::time::Instant::now();
+    let r = app
+        .post(
+            "/chats",
+            &student("u_1"),
+            json!({"type": "group", "name": "x", "member_ids": ids}),
+        )
+        .await;
+    assert_error(&r, 422, "VALIDATION_ERROR");
+    assert!(r.text.contains("at most 500"), "{}", r.text);
+    let q = "mutation($ids: [String!]!) { createChat(input: {type: GROUP, name: \"x\", memberIds: $ids}) { id } }";
+    let r = app
+        .post(
+            "/graphql",
+            &student("u_1"),
+            json!({"query": q, "variables": {"ids": ids}}),
+        )
+        .await;
+    assert_eq!(
+        r.body["errors"][0]["extensions"]["code"], "VALIDATION_ERROR",
+        "{}",
+        r.text
+    );
+    // Linear work: far below the seconds the quadratic loop took (generous for a loaded box).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Duplicates below the cap are still folded.
+    let r = app
+        .post(
+            "/chats",
+            &student("u_1"),
+            json!({"type": "group", "name": "x", "member_ids": ["u_2", "u_2", "u_1"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["member_count"], 2);
+}
+
+/// L1: NUL (and other bytes PostgreSQL cannot store) is 422 `VALIDATION_ERROR`, never 500.
+async fn l1_nul_is_a_validation_error(b: Backend) {
+    let app = spawn_app(b).await;
+    let u = student("u_1");
+    for path in [
+        "/profiles/%00",
+        "/operations/%00",
+        "/items?q=%00",
+        "/users/search?q=a%00",
+        "/chats?member=%00",
+        "/consumption?user_id=%00",
+        "/loans?user_id=%00",
+        "/profiles/%FF",
+    ] {
+        assert_error(&app.get(path, &u).await, 422, "VALIDATION_ERROR");
+    }
+    let item = app.item("Green tea", 0).await;
+    app.batch(&item, 10, None).await;
+    assert_error(
+        &app.post(
+            &format!("/items/{item}/consume"),
+            &u,
+            json!({"qty": 1, "notes": "a\u{0}b"}),
+        )
+        .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    let chat = group(&app, &u, "club", &["u_2"]).await;
+    assert_error(
+        &app.post(
+            &format!("/chats/{chat}/messages"),
+            &u,
+            json!({"text": "a\u{0}"}),
+        )
+        .await,
+        422,
+        "VALIDATION_ERROR",
+    );
+    // A literal backslash-u-0000 is ordinary text.
+    let m = posted(&app, &u, &chat, "a\\u0000").await;
+    assert!(!m.is_empty());
+    // GraphQL: a NUL in a string literal, and one in variables (the commands refuse it too).
+    let r = app
+        .post(
+            "/graphql",
+            &u,
+            json!({"query": "{ profile(userId: \"a\\u0000\") { userId } }"}),
+        )
+        .await;
+    assert_error(&r, 422, "VALIDATION_ERROR");
+    let bus_refuses = commands::chat::create_chat(
+        &app.state.bus,
+        &commands::Context::new(domain::Actor::new("u_1", vec![domain::Role::Student])),
+        domain::chat::NewChat {
+            chat_id: uuid::Uuid::now_v7(),
+            kind: domain::chat::ChatType::Group,
+            name: Some("x".into()),
+            slug: None,
+            is_private: true,
+            member_ids: vec!["u_\u{0}".into()],
+        },
+        None,
+    )
+    .await;
+    assert!(
+        matches!(
+            bus_refuses,
+            Err(commands::CommandError::Domain {
+                kind: domain::ErrorKind::Validation,
+                ..
+            })
+        ),
+        "the command layer refuses NUL in any event payload"
+    );
+}
+
+/// L10: a retried post (same `Idempotency-Key`) answers the stored 202 even when the checks
+/// would now refuse it (here: the author was muted since).
+async fn l10_a_retried_post_replays_before_the_checks(b: Backend) {
+    let app = spawn_app(b).await;
+    let (owner, x) = (student("u_owner"), student("u_x"));
+    let chat = group(&app, &owner, "club", &["u_x"]).await;
+    let path = format!("/chats/{chat}/messages");
+    let send = || {
+        app.send(
+            "POST",
+            &path,
+            Some(&x),
+            Some(json!({"text": "once"})),
+            &[("Idempotency-Key", "post-1")],
+        )
+    };
+    let first = send().await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    let r = app
+        .post(
+            "/moderation/actions/mute",
+            &owner,
+            json!({"user_id": "u_x", "scope": "chat", "chat_id": chat}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let again = send().await;
+    assert_eq!(again.status, 202, "{}", again.text);
+    assert_eq!(again.body["operation_id"], first.body["operation_id"]);
+    // A new post is refused.
+    assert_error(
+        &app.post(&path, &x, json!({"text": "new"})).await,
+        403,
+        "FORBIDDEN",
+    );
+}
