@@ -133,6 +133,12 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// Compares two digests in time that depends only on their length, never on where they first
+/// differ (for the `X-Internal-Secret` check).
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,10 +153,4 @@ mod tests {
         assert!(verify("s", &expired).is_err());
         assert!(verify("s", "garbage").is_err());
     }
-}
-
-/// Compares two digests in time that depends only on their length, never on where they first
-/// differ (for the `X-Internal-Secret` check).
-pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

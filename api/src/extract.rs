@@ -107,8 +107,7 @@ pub async fn refuse_unstorable_uri(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let uri = req.uri();
-    let why = unstorable_uri_part(uri.path())
-        .or_else(|| uri.query().and_then(unstorable_uri_part));
+    let why = unstorable_uri_part(uri.path()).or_else(|| uri.query().and_then(unstorable_uri_part));
     match why {
         Some(why) => ApiError::validation(why).into_response(),
         None => next.run(req).await,

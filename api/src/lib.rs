@@ -8,6 +8,7 @@ pub mod benchkit;
 pub mod error;
 pub mod extract;
 pub mod graphql;
+pub mod livechat;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;

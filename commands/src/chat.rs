@@ -120,7 +120,7 @@ pub async fn remove_member(
 }
 
 /// Moves the caller's read position in `chat_id` to `message_id`, a message of that chat (the
-/// edge checked the caller may see the chat). Moving it back records nothing: the state returned
+/// edge checked the caller may see the chat; members only). Moving it back records nothing: the state returned
 /// is then the unchanged position.
 pub async fn mark_read(
     bus: &CommandBus,
@@ -129,6 +129,13 @@ pub async fn mark_read(
     message_id: Uuid,
 ) -> Result<Executed<domain::chat::ReadPosition>, CommandError> {
     crate::require_participant(ctx)?;
+    // Read receipts are the members' own: a reader of a public chat who is not a member has none.
+    let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
+    if chat.member(&ctx.actor.user_id).is_none() {
+        return Err(CommandError::Forbidden(
+            "only members of the chat have a read position".into(),
+        ));
+    }
     let (_, msg) = bus
         .load::<domain::chat::Message>(&message_id.to_string())
         .await?;

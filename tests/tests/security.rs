@@ -291,14 +291,22 @@ async fn m2_moderators_cannot_act_on_owners_or_moderators(b: Backend) {
     assert_eq!(by_owner.status, 201, "{}", by_owner.text);
     let sid = by_owner.body["id"].as_str().unwrap();
     assert_error(
-        &app.post(&format!("/moderation/sanctions/{sid}/revoke"), &m1, json!({}))
-            .await,
+        &app.post(
+            &format!("/moderation/sanctions/{sid}/revoke"),
+            &m1,
+            json!({}),
+        )
+        .await,
         403,
         "FORBIDDEN",
     );
     let own = r.body["id"].as_str().unwrap();
     let r = app
-        .post(&format!("/moderation/sanctions/{own}/revoke"), &m1, json!({}))
+        .post(
+            &format!("/moderation/sanctions/{own}/revoke"),
+            &m1,
+            json!({}),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     // The owner removes a moderator; an admin removes the owner.
@@ -434,11 +442,7 @@ async fn m3_edits_and_reactions_share_the_posting_rate_limit(b: Backend) {
     let drain = || while commands::ratelimit::MESSAGES.take("u_fast").is_ok() {};
     drain();
     let r = app
-        .post(
-            &format!("/chats/{chat}/messages"),
-            &u,
-            json!({"text": "x"}),
-        )
+        .post(&format!("/chats/{chat}/messages"), &u, json!({"text": "x"}))
         .await;
     assert_error(&r, 429, "RATE_LIMITED");
     drain();

@@ -445,7 +445,13 @@ async fn damage_becomes_a_debt_once(b: Backend) {
     assert_eq!(r.body["reported_by"], "u_exec");
     let report_id = r.body["id"].as_str().unwrap().to_string();
     // The owner of a private asset may report too, against someone who held it.
-    let r = take(&app, &games, &student("u_2"), due_in(chrono::Duration::days(1))).await;
+    let r = take(
+        &app,
+        &games,
+        &student("u_2"),
+        due_in(chrono::Duration::days(1)),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let r = app
         .post(

@@ -39,7 +39,9 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(),
 /// `jsonb`: it would fail the append instead of being refused as bad input.
 pub fn no_nul(field: &str, value: &str) -> Result<(), String> {
     if value.contains('\0') {
-        return Err(format!("{field} must not contain the NUL character (U+0000)"));
+        return Err(format!(
+            "{field} must not contain the NUL character (U+0000)"
+        ));
     }
     Ok(())
 }
@@ -58,7 +60,9 @@ pub fn json_has_nul(v: &serde_json::Value) -> bool {
 /// [`no_nul`] for a JSON value: every string and key in it.
 pub fn json_no_nul(field: &str, v: &serde_json::Value) -> Result<(), String> {
     if json_has_nul(v) {
-        return Err(format!("{field} must not contain the NUL character (U+0000)"));
+        return Err(format!(
+            "{field} must not contain the NUL character (U+0000)"
+        ));
     }
     Ok(())
 }
