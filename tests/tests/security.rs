@@ -4,8 +4,12 @@
 
 use std::time::Duration;
 
+use api::graphql::client::{Client, Frame};
 use fafcab_tests::*;
+use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 
 on_both_backends!(
     h1_damage_charges_only_a_past_holder,
@@ -16,6 +20,9 @@ on_both_backends!(
     m8_member_ids_are_capped_before_de_duplication,
     l1_nul_is_a_validation_error,
     l10_a_retried_post_replays_before_the_checks,
+    m1_ws_closes_when_the_token_expires,
+    l6_typing_and_read_receipts_reach_members_only,
+    m7_live_connections_per_user_are_capped,
 );
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -605,4 +612,295 @@ async fn l10_a_retried_post_replays_before_the_checks(b: Backend) {
         403,
         "FORBIDDEN",
     );
+}
+
+// ---------- live streams ----------
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn try_ws(app: &TestApp, token: &str) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let mut req = format!("{}/ws", app.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn ws(app: &TestApp, token: &str) -> Ws {
+    try_ws(app, token).await.expect("ws connects")
+}
+
+/// The next text frame as JSON (pings skipped); panics after 15 s.
+async fn frame(ws: &mut Ws) -> Value {
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ws.next().await.expect("open").expect("frame") {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("a frame within 15 s")
+}
+
+async fn op(ws: &mut Ws, v: Value) {
+    ws.send(Message::Text(v.to_string().into())).await.unwrap();
+}
+
+/// M1: `/ws` ends the connection when the token expires, as the GraphQL transport does.
+async fn m1_ws_closes_when_the_token_expires(b: Backend) {
+    let app = spawn_app(b).await;
+    let owner = student("u_1");
+    let chat = group(&app, &owner, "club", &["u_2"]).await;
+    let short = api::auth::issue(
+        SECRET,
+        "u_2",
+        &[domain::Role::Student],
+        chrono::Duration::seconds(2),
+    )
+    .unwrap();
+    let mut w = ws(&app, &short).await;
+    op(&mut w, json!({"op": "subscribe", "chat_id": chat})).await;
+    assert_eq!(frame(&mut w).await["event"], "ack");
+    let f = frame(&mut w).await;
+    assert_eq!(f["event"], "error", "{f}");
+    assert_eq!(f["data"]["code"], "UNAUTHORIZED", "{f}");
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match w.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection closes at expiry");
+}
+
+/// L6: read receipts and typing are for members: a reader of a public channel who is not a
+/// member neither receives nor sends them.
+async fn l6_typing_and_read_receipts_reach_members_only(b: Backend) {
+    let app = spawn_app(b).await;
+    let (owner, u2, out) = (student("u_1"), student("u_2"), student("u_9"));
+    let r = app
+        .post(
+            "/chats",
+            &owner,
+            json!({"type": "channel", "name": "news", "slug": "news", "member_ids": ["u_2"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ch = r.body["id"].as_str().unwrap().to_string();
+    let m1 = posted(&app, &owner, &ch, "one").await;
+    let mut w = ws(&app, &out).await;
+    op(&mut w, json!({"op": "subscribe", "chat_id": ch})).await;
+    assert_eq!(frame(&mut w).await["event"], "ack");
+    // The outsider may not type, nor hold a read position.
+    op(
+        &mut w,
+        json!({"op": "typing", "chat_id": ch, "state": "on", "ref": "t"}),
+    )
+    .await;
+    let f = frame(&mut w).await;
+    assert_eq!(f["data"]["code"], "FORBIDDEN", "{f}");
+    assert_error(
+        &app.send(
+            "PUT",
+            &format!("/chats/{ch}/read"),
+            Some(&out),
+            Some(json!({"message_id": m1})),
+            &[],
+        )
+        .await,
+        403,
+        "FORBIDDEN",
+    );
+    let r = app
+        .post(
+            "/graphql",
+            &out,
+            json!({"query": format!("mutation {{ typing(chatId: \"{ch}\") }}")}),
+        )
+        .await;
+    assert_eq!(
+        r.body["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{}",
+        r.text
+    );
+    // A member's receipt and typing do not reach the outsider; the next message does.
+    let r = app
+        .send(
+            "PUT",
+            &format!("/chats/{ch}/read"),
+            Some(&u2),
+            Some(json!({"message_id": m1})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut member = ws(&app, &u2).await;
+    op(
+        &mut member,
+        json!({"op": "typing", "chat_id": ch, "state": "on"}),
+    )
+    .await;
+    let m2 = posted(&app, &owner, &ch, "two").await;
+    let f = frame(&mut w).await;
+    assert_eq!(f["event"], "chat.message.created", "{f}");
+    assert_eq!(f["data"]["msg_id"], m2.as_str());
+    // GraphQL: the outsider's readReceipts and typing subscriptions are refused.
+    let mut c = Client::connect(&app.ws_url(), &out).await.unwrap();
+    for q in [
+        "subscription($c: ID!) { readReceipts(chatId: $c) { userId } }",
+        "subscription($c: ID!) { typing(chatId: $c) { userId } }",
+    ] {
+        let id = c.subscribe(q, json!({"c": ch})).await.unwrap();
+        let first = loop {
+            match c.next_within(Duration::from_secs(15)).await {
+                Some(Frame::Next(i, p)) if i == id => break p,
+                Some(Frame::Error(i, p)) if i == id => break json!({"errors": p}),
+                Some(_) => {}
+                None => panic!("no answer for {q}"),
+            }
+        };
+        assert_eq!(
+            first["errors"][0]["extensions"]["code"], "FORBIDDEN",
+            "{first}"
+        );
+    }
+}
+
+/// M7: one user holds at most `MAX_SOCKETS_PER_USER` live connections.
+async fn m7_live_connections_per_user_are_capped(b: Backend) {
+    let app = spawn_app(b).await;
+    let tok = student("u_many");
+    let mut open = vec![];
+    for _ in 0..api::livechat::MAX_SOCKETS_PER_USER {
+        open.push(ws(&app, &tok).await);
+    }
+    match try_ws(&app, &tok).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429)
+        }
+        Ok(_) => panic!("one connection too many was accepted"),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+    // The GraphQL transport counts against the same cap.
+    let mut c = Client::open(&app.ws_url()).await.unwrap();
+    assert!(c.init(&tok).await.is_err(), "refused after connection_init");
+    // Others are not affected; a closed connection gives its slot back.
+    drop(ws(&app, &student("u_other")).await);
+    let mut first = open.remove(0);
+    first.close(None).await.unwrap();
+    drop(first);
+    eventually(DEADLINE, || async {
+        try_ws(&app, &tok).await.ok().map(|_| ())
+    })
+    .await;
+}
+
+/// H2 (PostgreSQL: the `chat` read model is held back by locking its members table against
+/// writes while reads go on, as a lagging projection would): a removed member's live streams end
+/// at the removal, and a subscription taken after it is refused, whatever the stale row says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_a_lagging_read_model_never_keeps_a_removed_member_subscribed() {
+    use sqlx::Connection;
+    let app = spawn_app(Backend::Postgres).await;
+    let (owner, m) = (student("u_owner"), student("u_m"));
+    let chat = group(&app, &owner, "private", &["u_m"]).await;
+    let mut w = ws(&app, &m).await;
+    op(&mut w, json!({"op": "subscribe", "chat_id": chat})).await;
+    assert_eq!(frame(&mut w).await["event"], "ack");
+    let mut g = Client::connect(&app.ws_url(), &m).await.unwrap();
+    let gid = g
+        .subscribe(
+            "subscription($c: ID!) { chatMessages(chatId: $c) { text } }",
+            json!({"c": chat}),
+        )
+        .await
+        .unwrap();
+    eventually(DEADLINE, || async {
+        (app.state.live.subscriber_count() >= 2).then_some(())
+    })
+    .await;
+
+    let mut lock = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    let mut tx = lock.begin().await.unwrap();
+    sqlx::query("LOCK TABLE chat_members IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let ctx = commands::Context::new(domain::Actor::new("u_owner", vec![domain::Role::Student]));
+    let chat_id: uuid::Uuid = chat.parse().unwrap();
+    commands::chat::remove_member(&app.state.bus, &ctx, chat_id, "u_m".into())
+        .await
+        .unwrap();
+    // The stale read model still lists u_m as a member.
+    let stale = projections::chat::queries::visible_chat(&app.state.db, &chat, "u_m", false)
+        .await
+        .unwrap();
+    assert!(stale.is_some(), "the read model lags (the test's premise)");
+    // The owner keeps posting.
+    let sub = domain::chat::Submission {
+        operation_id: uuid::Uuid::now_v7(),
+        message_id: uuid::Uuid::now_v7(),
+        chat_id,
+        author_id: "u_owner".into(),
+        kind: domain::chat::MessageType::Normal,
+        text: "secret".into(),
+        attachments: vec![],
+        metadata: json!({}),
+        filter_matches: vec![],
+    };
+    commands::message::submit(&app.state.bus, &ctx, sub, None)
+        .await
+        .unwrap();
+    let f = frame(&mut w).await;
+    assert_eq!(f["event"], "error", "{f}");
+    assert_eq!(f["data"]["code"], "SUBSCRIPTION_ENDED", "{f}");
+    let first = loop {
+        match g.next_within(Duration::from_secs(15)).await {
+            Some(Frame::Next(i, p)) if i == gid => break p,
+            Some(Frame::Error(i, p)) if i == gid => break json!({"errors": p}),
+            Some(_) => {}
+            None => panic!("no frame for chatMessages"),
+        }
+    };
+    assert_eq!(
+        first["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{first}"
+    );
+    // Subscribing now (the row still stale) is refused on both transports.
+    let mut w2 = ws(&app, &m).await;
+    op(&mut w2, json!({"op": "subscribe", "chat_id": chat})).await;
+    let f = frame(&mut w2).await;
+    assert_eq!(f["data"]["code"], "NOT_FOUND", "{f}");
+    let id2 = g
+        .subscribe(
+            "subscription($c: ID!) { chatMessages(chatId: $c) { text } }",
+            json!({"c": chat}),
+        )
+        .await
+        .unwrap();
+    let again = loop {
+        match g.next_within(Duration::from_secs(15)).await {
+            Some(Frame::Next(i, p)) if i == id2 => break p,
+            Some(Frame::Error(i, p)) if i == id2 => break json!({"errors": p}),
+            Some(_) => {}
+            None => panic!("no frame for the second chatMessages"),
+        }
+    };
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "NOT_FOUND",
+        "{again}"
+    );
+    tx.rollback().await.unwrap();
 }
