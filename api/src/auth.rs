@@ -141,6 +141,15 @@ pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn digests_compare_whole() {
+        // Security review L8: equal only when every byte is.
+        assert!(super::digests_equal(b"abcd", b"abcd"));
+        assert!(!super::digests_equal(b"abcd", b"abce"));
+        assert!(!super::digests_equal(b"xbcd", b"abcd"));
+        assert!(!super::digests_equal(b"abc", b"abcd"));
+    }
+
     use super::*;
 
     #[test]

@@ -36,6 +36,17 @@ pub async fn filter_text(bus: &CommandBus, text: &str) -> Result<Filtered, Comma
 }
 
 /// Replaces the phrases (admins only); `version` must be the current one + 1.
+/// `POST /moderation/filters/test`: runs the filters over `text` for any user, as a post would,
+/// and costs a token of the same per-user bucket (up to 500 admin patterns per call are not free).
+pub async fn try_filters(
+    bus: &CommandBus,
+    actor: &domain::Actor,
+    text: &str,
+) -> Result<Filtered, CommandError> {
+    crate::ratelimit::take_message(&actor.user_id)?;
+    filter_text(bus, text).await
+}
+
 pub async fn replace_filters(
     bus: &CommandBus,
     ctx: &Context,

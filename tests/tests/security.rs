@@ -23,6 +23,7 @@ on_both_backends!(
     m1_ws_closes_when_the_token_expires,
     l6_typing_and_read_receipts_reach_members_only,
     m7_live_connections_per_user_are_capped,
+    l9_filter_tests_are_rate_limited,
 );
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -903,4 +904,31 @@ async fn h2_a_lagging_read_model_never_keeps_a_removed_member_subscribed() {
         "{again}"
     );
     tx.rollback().await.unwrap();
+}
+
+/// L9: testing the filters costs a token of the posting bucket.
+async fn l9_filter_tests_are_rate_limited(b: Backend) {
+    let app = spawn_app(b).await;
+    let u = student("u_filters");
+    let r = app
+        .post("/moderation/filters/test", &u, json!({"text": "hello"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    while commands::ratelimit::MESSAGES.take("u_filters").is_ok() {}
+    let r = app
+        .post("/moderation/filters/test", &u, json!({"text": "hello"}))
+        .await;
+    assert_error(&r, 429, "RATE_LIMITED");
+}
+
+/// L3: a chat's own sanctions (free text by any chat owner) are not posted to the lab's Discord;
+/// global ones (admins only) are.
+#[test]
+fn l3_chat_sanctions_stay_out_of_discord() {
+    use projections::sinks::discord::for_the_lab;
+    let chat = json!({"data": {"scope": "chat", "reason": "https://phish.example"}});
+    let global = json!({"data": {"scope": "global", "reason": "abuse"}});
+    assert!(!for_the_lab("chat.moderation.sanction.applied", &chat));
+    assert!(for_the_lab("chat.moderation.sanction.applied", &global));
+    assert!(for_the_lab("inventory.low_stock", &json!({"data": {}})));
 }

@@ -501,7 +501,10 @@ async fn damage_becomes_a_debt_once(b: Backend) {
             .unwrap()
             .is_empty()
     );
-    let one = app.get(&format!("/assets/{iron}"), &student("u_9")).await;
+    // Who owes how much is private, as the debt is: the charged user sees it, others do not.
+    let other = app.get(&format!("/assets/{iron}"), &student("u_9")).await;
+    assert_eq!(other.body["damage_reports"], json!([]));
+    let one = app.get(&format!("/assets/{iron}"), &student("u_1")).await;
     assert_eq!(one.body["damage_reports"][0]["id"], report_id.as_str());
     assert_eq!(num(&one.body["damage_reports"][0]["cost"]), "45.50");
 

@@ -87,7 +87,7 @@ struct TestFilters {
 
 async fn test_filters(
     State(state): State<AppState>,
-    _: Auth,
+    auth: Auth,
     body: ApiJson<TestFilters>,
 ) -> ApiResult<Json<Value>> {
     let text = body.value.text;
@@ -96,7 +96,7 @@ async fn test_filters(
             "text must be at most {MAX_TEXT} characters"
         )));
     }
-    let f = m::filter_text(&state.bus, &text).await?;
+    let f = m::try_filters(&state.bus, &auth.0, &text).await?;
     Ok(Json(
         json!({"filtered": !f.matches.is_empty(), "matches": f.matches, "masked_text": f.text}),
     ))
