@@ -30,9 +30,56 @@ use crate::ratelimit::RateLimiter;
 use crate::routes::chat::visible;
 use crate::state::AppState;
 
-/// How often `notifications` looks for new rows (notifications are stored by the sink, not
-/// appended to the log, so there is no event to wait for).
+/// How often the process's one inbox watcher looks for new notification rows (notifications are
+/// stored by the sink, not appended to the log, so there is no event to wait for). Subscriptions
+/// read their inbox only when it saw a new row, when one of the caller's own events arrives, and
+/// every [`NOTIFICATION_SAFETY_POLL`] for rows that committed late (security review M7: no
+/// per-subscription polling at 2 Hz).
 pub const NOTIFICATION_POLL: Duration = Duration::from_millis(500);
+/// How often a `notifications` subscription reads its inbox when nothing woke it.
+pub const NOTIFICATION_SAFETY_POLL: Duration = Duration::from_secs(2);
+
+/// One watcher of `MAX(seq)` of the notifications per database in this process, shared by every
+/// `notifications` subscription on it; it stops when the last of them ends.
+static INBOX_WATCHERS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::watch::Sender<i64>>>>> =
+    LazyLock::new(Default::default);
+
+fn inbox_watch(state: &AppState, start: i64) -> tokio::sync::watch::Receiver<i64> {
+    let key = state.settings.database_url.clone();
+    let mut map = INBOX_WATCHERS.lock().expect("inbox watchers");
+    if let Some(tx) = map.get(&key) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = tokio::sync::watch::channel(start);
+    let tx = Arc::new(tx);
+    map.insert(key.clone(), tx.clone());
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(NOTIFICATION_POLL).await;
+            if tx.receiver_count() == 0 {
+                let mut map = INBOX_WATCHERS.lock().expect("inbox watchers");
+                if tx.receiver_count() == 0 {
+                    map.remove(&key);
+                    return;
+                }
+            }
+            match n::max_seq(&db).await {
+                Ok(seq) => {
+                    tx.send_if_modified(|s| {
+                        let newer = seq > *s;
+                        if newer {
+                            *s = seq;
+                        }
+                        newer
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the notifications"),
+            }
+        }
+    });
+    rx
+}
 /// Rows committed this long after their `seq` was taken are still picked up.
 const NOTIFICATION_LOOKBACK_MICROS: i64 = 5_000_000;
 /// Rendered events remembered for the other subscribers of the same event (then forgotten).
@@ -410,19 +457,21 @@ impl Subscription {
             &poll.actor.user_id,
             Topic::User(poll.actor.user_id.clone()),
         )?;
-        let stream = futures::stream::unfold((poll, rx), |(mut p, mut rx)| async move {
+        let seq = inbox_watch(&poll.state, since);
+        let stream = futures::stream::unfold((poll, rx, seq), |(mut p, mut rx, mut seq)| async move {
             loop {
                 if let Some(row) = p.ready.pop_front() {
-                    return Some((Ok(Notification::from(row)), (p, rx)));
+                    return Some((Ok(Notification::from(row)), (p, rx, seq)));
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(NOTIFICATION_POLL) => {}
+                    _ = tokio::time::sleep(NOTIFICATION_SAFETY_POLL) => {}
+                    _ = seq.changed() => {}
                     r = rx.rx.recv() => if matches!(r, Err(LiveError::Closed)) {
-                        return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx)));
+                        return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx, seq)));
                     },
                 }
                 if let Err(e) = p.fetch().await {
-                    return Some((Err(e), (p, rx)));
+                    return Some((Err(e), (p, rx, seq)));
                 }
             }
         });
