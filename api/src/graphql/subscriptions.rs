@@ -458,23 +458,26 @@ impl Subscription {
             Topic::User(poll.actor.user_id.clone()),
         )?;
         let seq = inbox_watch(&poll.state, since);
-        let stream = futures::stream::unfold((poll, rx, seq), |(mut p, mut rx, mut seq)| async move {
-            loop {
-                if let Some(row) = p.ready.pop_front() {
-                    return Some((Ok(Notification::from(row)), (p, rx, seq)));
+        let stream = futures::stream::unfold(
+            (poll, rx, seq),
+            |(mut p, mut rx, mut seq)| async move {
+                loop {
+                    if let Some(row) = p.ready.pop_front() {
+                        return Some((Ok(Notification::from(row)), (p, rx, seq)));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(NOTIFICATION_SAFETY_POLL) => {}
+                        _ = seq.changed() => {}
+                        r = rx.rx.recv() => if matches!(r, Err(LiveError::Closed)) {
+                            return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx, seq)));
+                        },
+                    }
+                    if let Err(e) = p.fetch().await {
+                        return Some((Err(e), (p, rx, seq)));
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(NOTIFICATION_SAFETY_POLL) => {}
-                    _ = seq.changed() => {}
-                    r = rx.rx.recv() => if matches!(r, Err(LiveError::Closed)) {
-                        return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx, seq)));
-                    },
-                }
-                if let Err(e) = p.fetch().await {
-                    return Some((Err(e), (p, rx, seq)));
-                }
-            }
-        });
+            },
+        );
         super::ws::guard(ctx, stream).map(StreamExt::boxed)
     }
 }
