@@ -24,6 +24,7 @@ on_both_backends!(
     l6_typing_and_read_receipts_reach_members_only,
     m7_live_connections_per_user_are_capped,
     l9_filter_tests_are_rate_limited,
+    m3_ws_ops_are_budgeted,
 );
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -931,4 +932,23 @@ fn l3_chat_sanctions_stay_out_of_discord() {
     assert!(!for_the_lab("chat.moderation.sanction.applied", &chat));
     assert!(for_the_lab("chat.moderation.sanction.applied", &global));
     assert!(for_the_lab("inventory.low_stock", &json!({"data": {}})));
+}
+
+/// M3: `/ws` ops other than typing have a per-connection budget too.
+async fn m3_ws_ops_are_budgeted(b: Backend) {
+    let app = spawn_app(b).await;
+    let mut w = ws(&app, &student("u_1")).await;
+    let max = api::routes::ws::OPS_PER_WINDOW as usize;
+    let chat = uuid::Uuid::now_v7().to_string();
+    for _ in 0..=max {
+        op(&mut w, json!({"op": "unsubscribe", "chat_id": chat})).await;
+    }
+    let mut limited = 0;
+    for _ in 0..=max {
+        let f = frame(&mut w).await;
+        if f["data"]["code"] == "RATE_LIMITED" {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 1, "past {max} ops in 10 s: RATE_LIMITED");
 }

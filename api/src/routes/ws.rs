@@ -12,6 +12,7 @@
 //! - `{"op":"unsubscribe","chat_id"}` → ack.
 //! - `{"op":"typing","chat_id","state":"on"|"off"}` → `chat.typing` to the chat's subscribers on
 //!   this process (not persisted; no ack). Members only; at most [`TYPING_PER_WINDOW`] per 10 s.
+//!   The other ops: at most [`OPS_PER_WINDOW`] per 10 s per connection (`RATE_LIMITED` frame).
 //! - `{"op":"read","chat_id","message_id"}` → the same command as `PUT /chats/{id}/read`; ack with
 //!   the position, and `chat.read.update` to the chat's subscribers when it moved.
 //!
@@ -71,6 +72,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Typing signals one connection may send per 10 s window.
 pub const TYPING_PER_WINDOW: u32 = 20;
+/// Other ops (`subscribe`, `unsubscribe`, `read`) one connection may send per 10 s window; each
+/// reads the database or runs a command.
+pub const OPS_PER_WINDOW: u32 = 100;
 
 static WS_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     let g = prometheus::IntGauge::new("ws_connections", "Open /ws connections (this process)")
@@ -212,6 +216,7 @@ async fn connection(
         out: out.clone(),
         subs: HashMap::new(),
         typing_window: (Instant::now(), 0),
+        ops_window: (Instant::now(), 0),
     };
     // The token's expiry ends the connection, as on the GraphQL transport.
     let left = (expires_at - chrono::Utc::now())
@@ -316,6 +321,21 @@ struct Conn {
     /// Subscribed chats and their forwarding tasks (aborted when dropped).
     subs: HashMap<Uuid, AbortOnDrop>,
     typing_window: (Instant, u32),
+    ops_window: (Instant, u32),
+}
+
+/// Counts one more use of a 10 s window; false when `max` were used already.
+fn within(window: &mut (Instant, u32), max: u32) -> bool {
+    let (start, n) = window;
+    if start.elapsed() > Duration::from_secs(10) {
+        *start = Instant::now();
+        *n = 0;
+    }
+    if *n >= max {
+        return false;
+    }
+    *n += 1;
+    true
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -367,6 +387,14 @@ impl Conn {
             ClientFrame::Read { chat_id, .. } => ("read", chat_id),
         };
         let ctx = json!({"op": op, "chat_id": chat, "ref": r#ref});
+        if op != "typing" && !within(&mut self.ops_window, OPS_PER_WINDOW) {
+            self.out.push(error_frame(
+                "RATE_LIMITED",
+                &format!("at most {OPS_PER_WINDOW} subscribe, unsubscribe and read ops per 10 s"),
+                ctx,
+            ));
+            return;
+        }
         let answer = match frame {
             ClientFrame::Subscribe { chat_id } => self.subscribe(&chat_id, &ctx).await,
             ClientFrame::Unsubscribe { chat_id } => self.unsubscribe(&chat_id),
@@ -424,18 +452,12 @@ impl Conn {
     }
 
     async fn typing(&mut self, raw: &str, s: TypingState) -> Result<Option<Value>, ApiError> {
-        let (start, n) = &mut self.typing_window;
-        if start.elapsed() > Duration::from_secs(10) {
-            *start = Instant::now();
-            *n = 0;
-        }
-        if *n >= TYPING_PER_WINDOW {
+        if !within(&mut self.typing_window, TYPING_PER_WINDOW) {
             return Err(ApiError::RateLimited(
                 format!("at most {TYPING_PER_WINDOW} typing signals per 10 s"),
                 10,
             ));
         }
-        *n += 1;
         // Members only (decided on the aggregate), subscribed or not.
         let chat_id = crate::livechat::require_member(&self.state, &self.actor, raw).await?;
         let state = match s {
