@@ -93,14 +93,32 @@ pub async fn add_member(
         crate::moderation::check_not_banned(bus, chat_id, &user_id).await?;
     }
     let cmd = ChatCommand::AddMember {
-        user_id,
+        user_id: user_id.clone(),
         role,
         membership_id: Uuid::now_v7(),
         actor: ctx.actor.clone(),
         at: now(),
     };
-    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, idem)
-        .await
+    let added = bus
+        .execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, idem)
+        .await?;
+    // A ban applied between the check above and the append (it lives in another stream, so no
+    // lock orders the two) would leave a banned member: check again and undo the addition.
+    if let Executed::Done { stored, .. } = &added {
+        if !stored.is_empty() {
+            if let Err(banned) = crate::moderation::check_not_banned(bus, chat_id, &user_id).await {
+                let undo = ChatCommand::RemoveMember {
+                    user_id,
+                    actor: ctx.actor.clone(),
+                    at: now(),
+                };
+                bus.execute::<Chat>(&chat_id.to_string(), undo, ctx, None, None)
+                    .await?;
+                return Err(banned);
+            }
+        }
+    }
+    Ok(added)
 }
 
 pub async fn remove_member(
