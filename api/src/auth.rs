@@ -56,7 +56,8 @@ pub fn verify_until(
     )
     .map_err(|e| ApiError::Unauthorized(format!("invalid token: {e}")))?;
     let sub = data.claims.sub.trim();
-    if sub.is_empty() || sub.len() > 128 {
+    // A control character (NUL above all, which PostgreSQL cannot store) names no user.
+    if sub.is_empty() || sub.len() > 128 || sub.chars().any(char::is_control) {
         return Err(ApiError::Unauthorized("invalid token: bad sub".into()));
     }
     let roles = data
@@ -132,8 +133,23 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// Compares two digests in time that depends only on their length, never on where they first
+/// differ (for the `X-Internal-Secret` check).
+pub fn digests_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn digests_compare_whole() {
+        // Security review L8: equal only when every byte is.
+        assert!(super::digests_equal(b"abcd", b"abcd"));
+        assert!(!super::digests_equal(b"abcd", b"abce"));
+        assert!(!super::digests_equal(b"xbcd", b"abcd"));
+        assert!(!super::digests_equal(b"abc", b"abcd"));
+    }
+
     use super::*;
 
     #[test]

@@ -1,5 +1,7 @@
 //! Extractors that turn every malformed input into the error envelope: JSON bodies (422, or 413
-//! when too large), query strings (422), the `Idempotency-Key` header.
+//! when too large), query strings (422), the `Idempotency-Key` header, and (as a layer over every
+//! route) paths and query strings PostgreSQL could not store: a NUL byte or bytes that are not
+//! UTF-8 once percent-decoded are 422 `VALIDATION_ERROR` before any handler runs.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, RawPathParams, Request};
@@ -34,9 +36,81 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         if raw.is_empty() {
             return Err(ApiError::validation("request body must be a JSON object"));
         }
+        if json_has_nul_escape(&raw) {
+            return Err(ApiError::validation(NUL_REFUSED));
+        }
         let value = serde_json::from_slice(&raw)
             .map_err(|e| ApiError::validation(format!("invalid JSON body: {e}")))?;
         Ok(ApiJson { value, raw })
+    }
+}
+
+const NUL_REFUSED: &str = "text must not contain the NUL character (U+0000)";
+
+/// Whether JSON text holds a `\u0000` escape inside a string (the only way JSON carries NUL; an
+/// escaped backslash followed by `u0000` is not one).
+pub fn json_has_nul_escape(raw: &[u8]) -> bool {
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'\\' {
+            if raw.get(i + 1) == Some(&b'u') && raw.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Percent-decodes `s` (a malformed escape is kept as it is).
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Why a path or query string cannot be served, if it cannot: once percent-decoded it holds a
+/// NUL byte, or bytes that are not UTF-8.
+pub fn unstorable_uri_part(s: &str) -> Option<&'static str> {
+    if !s.contains('%') {
+        return None;
+    }
+    let decoded = percent_decode(s);
+    if decoded.contains(&0) {
+        Some("the URL must not contain the NUL character (%00)")
+    } else if std::str::from_utf8(&decoded).is_err() {
+        Some("the URL must be UTF-8 once percent-decoded")
+    } else {
+        None
+    }
+}
+
+/// Middleware over every route: refuses a path or query string [`unstorable_uri_part`] names.
+pub async fn refuse_unstorable_uri(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    let why = unstorable_uri_part(uri.path()).or_else(|| uri.query().and_then(unstorable_uri_part));
+    match why {
+        Some(why) => ApiError::validation(why).into_response(),
+        None => next.run(req).await,
     }
 }
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod graphql;
+pub mod livechat;
 pub mod metrics;
 pub mod presence;
 pub mod ratelimit;

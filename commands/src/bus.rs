@@ -263,6 +263,14 @@ impl CommandBus {
             for e in &events {
                 let (event_type, payload) =
                     domain::codec::encode(e).map_err(anyhow::Error::from)?;
+                // The last line of defence for text no validation caught: PostgreSQL stores no
+                // NUL in `jsonb`, so it is bad input (422) on every backend, never a failed append.
+                if domain::tea::validate::json_has_nul(&payload) {
+                    return Err(CommandError::Domain {
+                        kind: ErrorKind::Validation,
+                        message: "text must not contain the NUL character (U+0000)".into(),
+                    });
+                }
                 new_events.push(NewEvent {
                     event_type,
                     event_version: e.event_version(),
@@ -336,6 +344,16 @@ impl CommandBus {
             }
         }
         Err(CommandError::Busy)
+    }
+
+    /// The stored reply of `user_id`'s earlier request with this key, if there was one (a key
+    /// used for another request is `IdempotencyMismatch`).
+    pub async fn replayed(
+        &self,
+        user_id: &str,
+        idem: &Idempotency,
+    ) -> Result<Option<Reply>, CommandError> {
+        self.replay(user_id, idem).await
     }
 
     async fn replay(

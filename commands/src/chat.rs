@@ -48,6 +48,7 @@ pub async fn create_chat(
     chat: NewChat,
     idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let id = chat.chat_id.to_string();
     let cmd = ChatCommand::Create {
         chat,
@@ -65,6 +66,7 @@ pub async fn update_chat(
     name: Option<String>,
     is_private: Option<bool>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::Update {
         name,
         is_private,
@@ -83,6 +85,7 @@ pub async fn add_member(
     role: MemberRole,
     idem: Option<(&Idempotency, RenderReply<'_, Chat>)>,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     // A user banned from the chat cannot be re-added while banned (told only to those who may
     // manage the chat; others get the aggregate's own refusal).
     let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
@@ -90,14 +93,32 @@ pub async fn add_member(
         crate::moderation::check_not_banned(bus, chat_id, &user_id).await?;
     }
     let cmd = ChatCommand::AddMember {
-        user_id,
+        user_id: user_id.clone(),
         role,
         membership_id: Uuid::now_v7(),
         actor: ctx.actor.clone(),
         at: now(),
     };
-    bus.execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, idem)
-        .await
+    let added = bus
+        .execute::<Chat>(&chat_id.to_string(), cmd, ctx, None, idem)
+        .await?;
+    // A ban applied between the check above and the append (it lives in another stream, so no
+    // lock orders the two) would leave a banned member: check again and undo the addition.
+    if let Executed::Done { stored, .. } = &added {
+        if !stored.is_empty() {
+            if let Err(banned) = crate::moderation::check_not_banned(bus, chat_id, &user_id).await {
+                let undo = ChatCommand::RemoveMember {
+                    user_id,
+                    actor: ctx.actor.clone(),
+                    at: now(),
+                };
+                bus.execute::<Chat>(&chat_id.to_string(), undo, ctx, None, None)
+                    .await?;
+                return Err(banned);
+            }
+        }
+    }
+    Ok(added)
 }
 
 pub async fn remove_member(
@@ -106,6 +127,7 @@ pub async fn remove_member(
     chat_id: Uuid,
     user_id: String,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::RemoveMember {
         user_id,
         actor: ctx.actor.clone(),
@@ -116,7 +138,7 @@ pub async fn remove_member(
 }
 
 /// Moves the caller's read position in `chat_id` to `message_id`, a message of that chat (the
-/// edge checked the caller may see the chat). Moving it back records nothing: the state returned
+/// edge checked the caller may see the chat; members only). Moving it back records nothing: the state returned
 /// is then the unchanged position.
 pub async fn mark_read(
     bus: &CommandBus,
@@ -124,6 +146,14 @@ pub async fn mark_read(
     chat_id: Uuid,
     message_id: Uuid,
 ) -> Result<Executed<domain::chat::ReadPosition>, CommandError> {
+    crate::require_participant(ctx)?;
+    // Read receipts are the members' own: a reader of a public chat who is not a member has none.
+    let (_, chat) = bus.load::<Chat>(&chat_id.to_string()).await?;
+    if chat.member(&ctx.actor.user_id).is_none() {
+        return Err(CommandError::Forbidden(
+            "only members of the chat have a read position".into(),
+        ));
+    }
     let (_, msg) = bus
         .load::<domain::chat::Message>(&message_id.to_string())
         .await?;

@@ -40,6 +40,7 @@ pub async fn submit(
     mut submission: Submission,
     idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
 ) -> Result<Executed<Operation>, CommandError> {
+    crate::require_participant(ctx)?;
     let filtered = crate::moderation::filter_text(bus, &submission.text).await?;
     submission.text = filtered.text;
     submission.filter_matches = filtered.matches;
@@ -73,7 +74,10 @@ pub struct AttachmentDraft {
 /// it (else not found), may post there now ([`check_may_post`]: membership or notice rights, post
 /// policy, bans and mutes), is under the per-user posting rate limit (the bus's
 /// [`message_limiter`](CommandBus::message_limiter)); then the ids are minted and the submission
-/// recorded ([`submit`]). Answers the operation id with what the command did.
+/// recorded ([`submit`]). A retried `Idempotency-Key` answers the stored reply before any check
+/// (a retry is never refused by a check the first attempt passed, nor rate-limited); the operation
+/// id it answers then is nil, the stored reply carries the real one. Answers the operation id with
+/// what the command did.
 pub async fn post(
     bus: &CommandBus,
     ctx: &Context,
@@ -81,6 +85,11 @@ pub async fn post(
     draft: Draft,
     idem: Option<(&Idempotency, RenderReply<'_, Operation>)>,
 ) -> Result<(uuid::Uuid, Executed<Operation>), CommandError> {
+    if let Some((i, _)) = idem {
+        if let Some(reply) = bus.replayed(&ctx.actor.user_id, i).await? {
+            return Ok((uuid::Uuid::nil(), Executed::Replayed(reply)));
+        }
+    }
     let chat = visible_chat(bus, &ctx.actor, chat_id).await?;
     check_may_post(bus, &chat, &ctx.actor, draft.kind == MessageType::Notice).await?;
     crate::ratelimit::check_message(bus.message_limiter(), &ctx.actor.user_id)?;
@@ -311,6 +320,7 @@ pub async fn edit(
     text: String,
 ) -> Result<Executed<Message>, CommandError> {
     let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
+    check_may_write(bus, chat, &ctx.actor).await?;
     let filtered = crate::moderation::filter_text(bus, &text).await?;
     let cmd = MessageCommand::Edit {
         by: ctx.actor.user_id.clone(),
@@ -346,6 +356,7 @@ pub async fn react(
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
     let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
+    check_may_write(bus, chat, &ctx.actor).await?;
     let cmd = MessageCommand::React {
         by: ctx.actor.user_id.clone(),
         emoji,
@@ -365,6 +376,7 @@ pub async fn unreact(
     emoji: String,
 ) -> Result<Executed<Message>, CommandError> {
     let chat = &visible_chat(bus, &ctx.actor, chat_id).await?;
+    check_may_write(bus, chat, &ctx.actor).await?;
     let cmd = MessageCommand::Unreact {
         by: ctx.actor.user_id.clone(),
         emoji,
@@ -381,6 +393,7 @@ async fn on_message(
     message_id: uuid::Uuid,
     cmd: MessageCommand,
 ) -> Result<Executed<Message>, CommandError> {
+    crate::require_participant(ctx)?;
     let (_, msg) = bus.load::<Message>(&message_id.to_string()).await?;
     // A message of another chat (or past the chat's retention) does not exist here.
     if msg
@@ -398,6 +411,27 @@ async fn on_message(
         .await
 }
 
+/// What editing and reacting need, like posting: the caller participates (no auditor), is a
+/// member of the chat (an admin need not be), is not banned or muted there or globally, and has a
+/// token left in the per-user bucket that posting uses too.
+pub async fn check_may_write(
+    bus: &CommandBus,
+    chat: &Chat,
+    actor: &Actor,
+) -> Result<(), CommandError> {
+    crate::require_participating(actor)?;
+    if chat.member(&actor.user_id).is_none() && !actor.has(domain::Role::Admin) {
+        return Err(CommandError::Forbidden(
+            "only members of the chat may edit or react".into(),
+        ));
+    }
+    let chat_id = chat.chat_id.unwrap_or_default();
+    if let Some(why) = crate::moderation::posting_blocked(bus, chat_id, &actor.user_id).await? {
+        return Err(CommandError::Forbidden(why));
+    }
+    crate::ratelimit::check_message(bus.message_limiter(), &actor.user_id)
+}
+
 /// Whether `actor` may post a message now: [`may_post`] and no ban or mute in force.
 pub async fn check_may_post(
     bus: &CommandBus,
@@ -405,6 +439,7 @@ pub async fn check_may_post(
     actor: &Actor,
     notice: bool,
 ) -> Result<(), CommandError> {
+    crate::require_participating(actor)?;
     may_post(chat, actor, notice)?;
     let chat_id = chat.chat_id.unwrap_or_default();
     if let Some(why) = crate::moderation::posting_blocked(bus, chat_id, &actor.user_id).await? {

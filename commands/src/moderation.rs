@@ -36,6 +36,17 @@ pub async fn filter_text(bus: &CommandBus, text: &str) -> Result<Filtered, Comma
 }
 
 /// Replaces the phrases (admins only); `version` must be the current one + 1.
+/// `POST /moderation/filters/test`: runs the filters over `text` for any user, as a post would,
+/// and costs a token of the same per-user bucket (up to 500 admin patterns per call are not free).
+pub async fn try_filters(
+    bus: &CommandBus,
+    actor: &domain::Actor,
+    text: &str,
+) -> Result<Filtered, CommandError> {
+    crate::ratelimit::check_message(bus.message_limiter(), &actor.user_id)?;
+    filter_text(bus, text).await
+}
+
 pub async fn replace_filters(
     bus: &CommandBus,
     ctx: &Context,
@@ -69,6 +80,9 @@ pub struct NewSanction {
     pub until: Option<DateTime<Utc>>,
 }
 
+const OUTRANKED: &str =
+    "a moderator cannot sanction the chat's owners or other moderators; owners and admins can";
+
 /// Applies a ban or mute. In a chat, a ban also ends the user's membership (a dm keeps its two
 /// members; the ban still silences them there). Returns the sanction and every event stored.
 pub async fn apply_sanction(
@@ -77,6 +91,7 @@ pub async fn apply_sanction(
     chat_id: Option<Uuid>,
     s: NewSanction,
 ) -> Result<(Sanction, Vec<StoredEvent>), CommandError> {
+    crate::require_participant(ctx)?;
     let chat = match chat_id {
         Some(id) => Some(crate::message::visible_chat(bus, &ctx.actor, id).await?),
         None => None,
@@ -84,7 +99,12 @@ pub async fn apply_sanction(
     let chat = chat.as_ref();
     let allowed = match (s.scope, chat) {
         (SanctionScope::Global, _) => ctx.actor.has(Role::Admin),
-        (SanctionScope::Chat, Some(c)) => c.managed_by(&ctx.actor),
+        (SanctionScope::Chat, Some(c)) => {
+            if c.managed_by(&ctx.actor) && !c.may_moderate(&ctx.actor, &s.user_id) {
+                return Err(CommandError::Forbidden(OUTRANKED.into()));
+            }
+            c.managed_by(&ctx.actor)
+        }
         (SanctionScope::Chat, None) => false,
     };
     let at = now();
@@ -147,6 +167,7 @@ pub async fn revoke_sanction(
     chat_id: Option<Uuid>,
     sanction_id: Uuid,
 ) -> Result<Executed<Moderation>, CommandError> {
+    crate::require_participant(ctx)?;
     let chat = match chat_id {
         Some(id) => Some(crate::message::visible_chat(bus, &ctx.actor, id).await?),
         None => None,
@@ -157,6 +178,20 @@ pub async fn revoke_sanction(
         Some(c) => c.managed_by(&ctx.actor),
     };
     let stream = scope_stream(chat.and_then(|c| c.chat_id));
+    // A moderator revokes only the sanctions they applied themselves: not those of an owner, an
+    // admin or another moderator. (A sanction's author never changes, so loading it first is safe.)
+    if chat.is_some_and(|c| allowed && !c.ranks_above_moderators(&ctx.actor)) {
+        let (_, m) = bus.load::<Moderation>(&stream).await?;
+        if m.sanctions
+            .iter()
+            .any(|s| s.id == sanction_id && s.applied_by != ctx.actor.user_id)
+        {
+            return Err(CommandError::Forbidden(
+                "a moderator revokes only the sanctions they applied; owners and admins revoke any"
+                    .into(),
+            ));
+        }
+    }
     let cmd = ModerationCommand::Revoke {
         sanction_id,
         by: ctx.actor.user_id.clone(),
@@ -211,6 +246,7 @@ pub async fn file_report(
     ctx: &Context,
     report: NewReport,
 ) -> Result<Executed<Report>, CommandError> {
+    crate::require_participant(ctx)?;
     let id = report.id.to_string();
     let cmd = ReportCommand::File { report, at: now() };
     bus.execute::<Report>(&id, cmd, ctx, None, None).await

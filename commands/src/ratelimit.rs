@@ -1,5 +1,5 @@
-//! Per-user token buckets. Posting messages: at most [`MESSAGES_PER_SEC`] per second per user,
-//! with bursts of up to [`MESSAGE_BURST`]; past that, [`CommandError::RateLimited`] (429
+//! Per-user token buckets. Writing messages (posting, editing, reacting, all from one bucket): at
+//! most [`MESSAGES_PER_SEC`] per second per user, with bursts of up to [`MESSAGE_BURST`]; past that, [`CommandError::RateLimited`] (429
 //! `RATE_LIMITED` with `Retry-After` at the edges). The posting limiter is carried by the
 //! [`CommandBus`](crate::CommandBus), so every edge that posts goes through it; buckets live in the
 //! process (each API replica limits on its own).

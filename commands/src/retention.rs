@@ -18,6 +18,7 @@ pub async fn change_settings(
     chat_id: Uuid,
     settings: ChatSettings,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::ChangeSettings {
         settings,
         actor: ctx.actor.clone(),

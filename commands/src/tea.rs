@@ -98,6 +98,7 @@ pub async fn consume(
     consumption: ConsumptionSpec,
     idem: Idem<'_, Item>,
 ) -> Result<Executed<Item>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ItemCommand::Consume {
         consumption,
         actor: ctx.actor.clone(),

@@ -820,17 +820,9 @@ impl ChatMutation {
         #[graphql(default)] roles: Vec<String>,
     ) -> GqlResult<Notice> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let mut ids: Vec<Uuid> = Vec::with_capacity(chat_ids.len());
-        for (i, c) in chat_ids.iter().enumerate() {
-            let id = c.parse::<Uuid>().map_err(|_| {
-                gql_error(ApiError::validation(format!(
-                    "chatIds[{i}] is not a chat id"
-                )))
-            })?;
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
+        let raw: Vec<String> = chat_ids.into_iter().map(|c| c.0).collect();
+        let ids = domain::chat::notice_chat_ids(&raw, "chatIds")
+            .map_err(|e| gql_error(ApiError::validation(e)))?;
         let notice = domain::chat::NewNotice {
             id: Uuid::now_v7(),
             title: title.trim().to_string(),

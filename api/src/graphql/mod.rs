@@ -211,6 +211,11 @@ pub async fn execute(
     Auth(actor): Auth,
     body: ApiJson<async_graphql::Request>,
 ) -> Response {
+    // A `\u0000` escape in a GraphQL string literal (variables are JSON, refused by `ApiJson`).
+    if crate::extract::json_has_nul_escape(body.value.query.as_bytes()) {
+        return ApiError::validation("text must not contain the NUL character (U+0000)")
+            .into_response();
+    }
     let request = body.value.data(state.clone()).data(actor);
     let response = state.graphql.execute(request).await;
     axum::Json(response).into_response()

@@ -16,7 +16,7 @@ use async_graphql::{Context, ErrorExtensions, Json, Object, SimpleObject, Subscr
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use projections::live::{LiveError, LiveEvent, LiveReceiver, Topic};
+use projections::live::{LiveError, LiveEvent, Topic};
 use projections::sinks::notifications::{self as n, NotificationRow, Reader};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
@@ -25,13 +25,61 @@ use uuid::Uuid;
 use super::chat::{message_by_id, Message};
 use super::{actor, gql_error, state, GqlResult, Item};
 use crate::error::ApiError;
+use crate::livechat::{Access, ChatFeed, FeedEnd, UserReceiver};
 use crate::ratelimit::RateLimiter;
-use crate::routes::chat::visible;
+use crate::service::chat::visible;
 use crate::state::AppState;
 
-/// How often `notifications` looks for new rows (notifications are stored by the sink, not
-/// appended to the log, so there is no event to wait for).
+/// How often the process's one inbox watcher looks for new notification rows (notifications are
+/// stored by the sink, not appended to the log, so there is no event to wait for). Subscriptions
+/// read their inbox only when it saw a new row, when one of the caller's own events arrives, and
+/// every [`NOTIFICATION_SAFETY_POLL`] for rows that committed late (security review M7: no
+/// per-subscription polling at 2 Hz).
 pub const NOTIFICATION_POLL: Duration = Duration::from_millis(500);
+/// How often a `notifications` subscription reads its inbox when nothing woke it.
+pub const NOTIFICATION_SAFETY_POLL: Duration = Duration::from_secs(2);
+
+/// One watcher of `MAX(seq)` of the notifications per database in this process, shared by every
+/// `notifications` subscription on it; it stops when the last of them ends.
+static INBOX_WATCHERS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::watch::Sender<i64>>>>> =
+    LazyLock::new(Default::default);
+
+fn inbox_watch(state: &AppState, start: i64) -> tokio::sync::watch::Receiver<i64> {
+    let key = state.settings.database_url.clone();
+    let mut map = INBOX_WATCHERS.lock().expect("inbox watchers");
+    if let Some(tx) = map.get(&key) {
+        return tx.subscribe();
+    }
+    let (tx, rx) = tokio::sync::watch::channel(start);
+    let tx = Arc::new(tx);
+    map.insert(key.clone(), tx.clone());
+    let db = state.db.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(NOTIFICATION_POLL).await;
+            if tx.receiver_count() == 0 {
+                let mut map = INBOX_WATCHERS.lock().expect("inbox watchers");
+                if tx.receiver_count() == 0 {
+                    map.remove(&key);
+                    return;
+                }
+            }
+            match n::max_seq(&db).await {
+                Ok(seq) => {
+                    tx.send_if_modified(|s| {
+                        let newer = seq > *s;
+                        if newer {
+                            *s = seq;
+                        }
+                        newer
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot watch the notifications"),
+            }
+        }
+    });
+    rx
+}
 /// Rows committed this long after their `seq` was taken are still picked up.
 const NOTIFICATION_LOOKBACK_MICROS: i64 = 5_000_000;
 /// Rendered events remembered for the other subscribers of the same event (then forgotten).
@@ -43,16 +91,14 @@ fn coded(message: impl Into<String>, code: &'static str) -> async_graphql::Error
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
 }
 
-fn subscribe(state: &AppState, topic: Topic) -> GqlResult<LiveReceiver> {
-    state
-        .live
-        .subscribe(topic)
-        .ok_or_else(|| coded("too many live subscribers on this server", "UNAVAILABLE"))
+/// A hub subscription counted against the caller's share (`livechat::subscribe`).
+fn subscribe(state: &AppState, user: &str, topic: Topic) -> GqlResult<UserReceiver> {
+    crate::livechat::subscribe(state, user, topic).map_err(gql_error)
 }
 
 /// Hands each hub event to `f`, which yields a frame or nothing. Falling behind and the hub
 /// stopping become errors (which end the subscription, see `ws::guard`).
-fn follow<T, F, Fut>(rx: LiveReceiver, f: F) -> BoxStream<'static, GqlResult<T>>
+fn follow<T, F, Fut>(rx: UserReceiver, f: F) -> BoxStream<'static, GqlResult<T>>
 where
     T: Send + 'static,
     F: FnMut(LiveEvent) -> Fut + Send + 'static,
@@ -60,7 +106,7 @@ where
 {
     futures::stream::unfold((rx, f), |(mut rx, mut f)| async move {
         loop {
-            let item = match rx.recv().await {
+            let item = match rx.rx.recv().await {
                 Ok(e) => match f(e).await {
                     Some(item) => item,
                     None => continue,
@@ -81,11 +127,14 @@ where
     .boxed()
 }
 
-/// Follows a chat the caller may see (else `NOT_FOUND`): each chat event re-checks access and
-/// ends the subscription with `NOT_FOUND` once it is lost; every other event goes to `f`.
+/// Follows a chat the caller may follow with `access` (else `NOT_FOUND`, or `FORBIDDEN` for a
+/// readable chat they are not a member of) through the shared [`ChatFeed`]: access is re-checked
+/// on the aggregate at each chat event that may change it and the subscription ends with
+/// `NOT_FOUND` once it is lost; every other event goes to `f`.
 async fn follow_chat<T, F, Fut>(
     ctx: &Context<'_>,
     chat_id: &ID,
+    access: Access,
     f: F,
 ) -> async_graphql::Result<BoxStream<'static, GqlResult<T>>>
 where
@@ -94,20 +143,36 @@ where
     Fut: Future<Output = Option<GqlResult<T>>> + Send,
 {
     let (state, actor) = (state(ctx).clone(), actor(ctx).clone());
-    let (chat, _) = visible(&state, chat_id.as_str(), &actor)
+    let feed = ChatFeed::open(&state, &actor, chat_id.as_str(), access)
         .await
         .map_err(gql_error)?;
-    let rx = subscribe(&state, Topic::Chat(chat))?;
-    let stream = follow(rx, move |e| {
-        let (state, actor, f) = (state.clone(), actor.clone(), f.clone());
-        async move {
-            if !e.ephemeral && e.aggregate_type == "chat" {
-                if !crate::routes::chat::may_revoke(&e, &actor.user_id) {
-                    return None;
+    let stream = futures::stream::unfold((feed, state, f), |(mut feed, state, f)| async move {
+        loop {
+            let e = match feed.next().await {
+                Ok(e) => e,
+                Err(FeedEnd::Lost) => {
+                    let err = gql_error(ApiError::not_found("chat"));
+                    return Some((Err(err), (feed, state, f)));
                 }
-                return still_visible(&state, &actor, chat, &e).await.err().map(Err);
+                Err(FeedEnd::Lagged(missed)) => {
+                    let err = async_graphql::Error::new(format!(
+                        "this subscriber fell behind and missed {missed} updates; re-read and subscribe again"
+                    ))
+                    .extend_with(|_, e| {
+                        e.set("code", "UNAVAILABLE");
+                        e.set("reason", "LAGGED");
+                        e.set("missed", missed);
+                    });
+                    return Some((Err(err), (feed, state, f)));
+                }
+                Err(FeedEnd::Closed) => {
+                    let err = coded("live updates stopped", "UNAVAILABLE");
+                    return Some((Err(err), (feed, state, f)));
+                }
+            };
+            if let Some(item) = f(state.clone(), feed.chat_id, e).await {
+                return Some((item, (feed, state, f)));
             }
-            f(state, chat, e).await
         }
     });
     super::ws::guard(ctx, stream).map(StreamExt::boxed)
@@ -141,20 +206,6 @@ impl<T: Clone> Shared<T> {
 
 static MESSAGES: LazyLock<Shared<Message>> = LazyLock::new(Shared::new);
 static ITEMS: LazyLock<Shared<Item>> = LazyLock::new(Shared::new);
-
-/// Whether the actor still sees the chat after the chat event `e`; an error frame when not.
-async fn still_visible(
-    state: &AppState,
-    actor: &domain::Actor,
-    chat: Uuid,
-    e: &LiveEvent,
-) -> GqlResult<()> {
-    state.settle_at("chat", e.checkpoint).await;
-    visible(state, &chat.to_string(), actor)
-        .await
-        .map(|_| ())
-        .map_err(gql_error)
-}
 
 /// A change of an item's stock.
 #[derive(SimpleObject)]
@@ -264,7 +315,7 @@ impl Subscription {
         ctx: &Context<'_>,
         chat_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, GqlResult<Message>>> {
-        follow_chat(ctx, &chat_id, |state, _, e| async move {
+        follow_chat(ctx, &chat_id, Access::Read, |state, _, e| async move {
             if e.ephemeral
                 || e.aggregate_type != "message"
                 || !MESSAGE_EVENTS.contains(&e.event_type.as_str())
@@ -306,7 +357,7 @@ impl Subscription {
                 Some(id)
             }
         };
-        let rx = subscribe(&state, Topic::Item(item))?;
+        let rx = subscribe(&state, &actor(ctx).user_id, Topic::Item(item))?;
         let stream = follow(rx, move |e| {
             let state = state.clone();
             async move {
@@ -341,7 +392,7 @@ impl Subscription {
         ctx: &Context<'_>,
         chat_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, GqlResult<Typing>>> {
-        follow_chat(ctx, &chat_id, |_, chat, e| async move {
+        follow_chat(ctx, &chat_id, Access::Members, |_, chat, e| async move {
             if !e.ephemeral || e.event_type != "chat.typing" {
                 return None;
             }
@@ -362,7 +413,7 @@ impl Subscription {
         ctx: &Context<'_>,
         chat_id: ID,
     ) -> async_graphql::Result<BoxStream<'static, GqlResult<ReadPosition>>> {
-        follow_chat(ctx, &chat_id, |_, chat, e| async move {
+        follow_chat(ctx, &chat_id, Access::Members, |_, chat, e| async move {
             if e.aggregate_type != "read_position" || e.event_type != "ReadPositionMoved" {
                 return None;
             }
@@ -401,23 +452,32 @@ impl Subscription {
         poll.fetch().await?;
         poll.ready.clear();
         // The caller's own events (inbox changes, operations) wake the poller early.
-        let rx = subscribe(&poll.state, Topic::User(poll.actor.user_id.clone()))?;
-        let stream = futures::stream::unfold((poll, rx), |(mut p, mut rx)| async move {
-            loop {
-                if let Some(row) = p.ready.pop_front() {
-                    return Some((Ok(Notification::from(row)), (p, rx)));
+        let rx = subscribe(
+            &poll.state,
+            &poll.actor.user_id,
+            Topic::User(poll.actor.user_id.clone()),
+        )?;
+        let seq = inbox_watch(&poll.state, since);
+        let stream = futures::stream::unfold(
+            (poll, rx, seq),
+            |(mut p, mut rx, mut seq)| async move {
+                loop {
+                    if let Some(row) = p.ready.pop_front() {
+                        return Some((Ok(Notification::from(row)), (p, rx, seq)));
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(NOTIFICATION_SAFETY_POLL) => {}
+                        _ = seq.changed() => {}
+                        r = rx.rx.recv() => if matches!(r, Err(LiveError::Closed)) {
+                            return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx, seq)));
+                        },
+                    }
+                    if let Err(e) = p.fetch().await {
+                        return Some((Err(e), (p, rx, seq)));
+                    }
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(NOTIFICATION_POLL) => {}
-                    r = rx.recv() => if matches!(r, Err(LiveError::Closed)) {
-                        return Some((Err(coded("live updates stopped", "UNAVAILABLE")), (p, rx)));
-                    },
-                }
-                if let Err(e) = p.fetch().await {
-                    return Some((Err(e), (p, rx)));
-                }
-            }
-        });
+            },
+        );
         super::ws::guard(ctx, stream).map(StreamExt::boxed)
     }
 }
@@ -501,7 +561,7 @@ impl LiveMutation {
         let (chat, _) = visible(state, chat_id.as_str(), actor)
             .await
             .map_err(gql_error)?;
-        let position = crate::routes::chat::mark_read(state, actor, chat, message_id.as_str())
+        let position = crate::service::chat::mark_read(state, actor, chat, message_id.as_str())
             .await
             .map_err(gql_error)?;
         Ok(ReadPosition::from_json(&position))
@@ -516,7 +576,7 @@ impl LiveMutation {
         #[graphql(default = true)] typing: bool,
     ) -> GqlResult<bool> {
         let (state, actor) = (state(ctx), actor(ctx));
-        let (chat, _) = visible(state, chat_id.as_str(), actor)
+        let chat = crate::livechat::require_member(state, actor, chat_id.as_str())
             .await
             .map_err(gql_error)?;
         TYPING.take(&actor.user_id).map_err(|wait| {

@@ -198,6 +198,10 @@ async fn serve(
         Ok(v) => v,
         Err((code, reason)) => return close(&mut sink, code, &reason).await,
     };
+    let _slot = match crate::livechat::take_socket(&actor.user_id) {
+        Ok(slot) => slot,
+        Err(e) => return close(&mut sink, 4429, &e.to_string()).await,
+    };
     state.ensure_profile(&actor).await;
     let session = Session {
         expires_at,

@@ -600,7 +600,9 @@ async fn report(
         for r in &rows {
             out.push_str(&format!(
                 "{},{},{},{},{},{}\n",
-                r.period.clone().or(r.category.clone()).unwrap_or_default(),
+                crate::routes::tea::reports::csv_field(
+                    &r.period.clone().or(r.category.clone()).unwrap_or_default()
+                ),
                 r.currency,
                 fmt(r.income),
                 fmt(r.expenses),

@@ -29,7 +29,7 @@ use crate::extract::{path_uuid, ApiJson, ApiQuery, IdempotencyKey};
 use crate::state::AppState;
 // The access rules live in the application layer; `/ws` and GraphQL subscriptions still name
 // them through here.
-pub(crate) use crate::service::chat::{mark_read, may_revoke, visible};
+pub(crate) use crate::service::chat::{mark_read, visible};
 
 const PROJECTION: &str = projections::chat::ChatProjection::NAME;
 /// Users one sync request may carry.
@@ -100,7 +100,10 @@ async fn sync_users(
         (Some(secret), Some(given)) => {
             use sha2::{Digest, Sha256};
             // Compare digests, not the secrets: no early exit that leaks a prefix.
-            let ok = Sha256::digest(given.as_bytes()) == Sha256::digest(secret.as_bytes());
+            let ok = crate::auth::digests_equal(
+                &Sha256::digest(given.as_bytes()),
+                &Sha256::digest(secret.as_bytes()),
+            );
             if !ok {
                 return Err(ApiError::Unauthorized("bad X-Internal-Secret".into()));
             }

@@ -81,7 +81,7 @@ struct TestFilters {
 
 async fn test_filters(
     State(state): State<AppState>,
-    _: Auth,
+    auth: Auth,
     body: ApiJson<TestFilters>,
 ) -> ApiResult<Json<Value>> {
     let text = body.value.text;
@@ -90,7 +90,7 @@ async fn test_filters(
             "text must be at most {MAX_TEXT} characters"
         )));
     }
-    let f = m::filter_text(&state.bus, &text).await?;
+    let f = m::try_filters(&state.bus, &auth.0, &text).await?;
     Ok(Json(
         json!({"filtered": !f.matches.is_empty(), "matches": f.matches, "masked_text": f.text}),
     ))
@@ -382,15 +382,8 @@ async fn broadcast_notice(
 ) -> ApiResult<Response> {
     auth.require_any(&[Role::Admin])?;
     let b = body.value;
-    let mut chat_ids = Vec::with_capacity(b.chat_ids.len());
-    for (i, c) in b.chat_ids.iter().enumerate() {
-        let id: Uuid = c
-            .parse()
-            .map_err(|_| ApiError::validation(format!("chat_ids[{i}] is not a chat id")))?;
-        if !chat_ids.contains(&id) {
-            chat_ids.push(id);
-        }
-    }
+    let chat_ids =
+        domain::chat::notice_chat_ids(&b.chat_ids, "chat_ids").map_err(ApiError::validation)?;
     let notice = NewNotice {
         id: Uuid::now_v7(),
         title: b.title.trim().to_string(),

@@ -249,7 +249,7 @@ struct DamageDto {
 
 async fn get_asset(
     State(state): State<AppState>,
-    _auth: Auth,
+    auth: Auth,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     let (id, row) = existing_asset(&state, &id).await?;
@@ -259,9 +259,11 @@ async fn get_asset(
         .into_iter()
         .map(|l| loan_from_row(l, now))
         .collect();
+    let books = commands::budget::may_read_books(&auth.0);
     let damages: Vec<DamageDto> = q::damages_of(&state.db, &id.to_string())
         .await?
         .into_iter()
+        .filter(|d| d.visible_to(&auth.0.user_id, &row.owner_id, books))
         .map(|d| DamageDto {
             cost: d.cost,
             id: d.id,

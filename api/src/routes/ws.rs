@@ -11,7 +11,8 @@
 //!   private chat does not exist for a non-member) and delivers nothing.
 //! - `{"op":"unsubscribe","chat_id"}` → ack.
 //! - `{"op":"typing","chat_id","state":"on"|"off"}` → `chat.typing` to the chat's subscribers on
-//!   this process (not persisted; no ack). At most [`TYPING_PER_WINDOW`] per 10 s.
+//!   this process (not persisted; no ack). Members only; at most [`TYPING_PER_WINDOW`] per 10 s.
+//!   The other ops: at most [`OPS_PER_WINDOW`] per 10 s per connection (`RATE_LIMITED` frame).
 //! - `{"op":"read","chat_id","message_id"}` → the same command as `PUT /chats/{id}/read`; ack with
 //!   the position, and `chat.read.update` to the chat's subscribers when it moved.
 //!
@@ -25,7 +26,11 @@
 //! error frame (`SLOW_CONSUMER`, `LAGGED`) and the connection is closed (1008): it must re-read
 //! over REST, nothing is silently skipped. The server pings every [`PING_INTERVAL`] and closes a
 //! connection silent for [`IDLE_TIMEOUT`]. A subscription ends with an error frame
-//! (`SUBSCRIPTION_ENDED`) when the caller can no longer read the chat.
+//! (`SUBSCRIPTION_ENDED`) when the caller can no longer read the chat (decided on the `Chat`
+//! aggregate by the shared [`ChatFeed`](crate::livechat::ChatFeed), never on a lagging read
+//! model); `chat.typing` and `chat.read.update` reach members only. The connection closes (an
+//! `UNAUTHORIZED` error frame, then 1008) when its token expires, and one user holds at most
+//! [`MAX_SOCKETS_PER_USER`](crate::livechat::MAX_SOCKETS_PER_USER) live connections (more: 429).
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -40,7 +45,7 @@ use axum::routing::get;
 use axum::Router;
 use domain::Actor;
 use futures::{SinkExt, StreamExt};
-use projections::live::{LiveError, LiveEvent, LiveReceiver, Topic};
+use projections::live::{LiveEvent, Topic};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -48,6 +53,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
+use crate::livechat::{Access, ChatFeed, FeedEnd};
 use crate::state::AppState;
 
 /// Largest client text frame handled; a longer one gets an error frame.
@@ -66,9 +72,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Typing signals one connection may send per 10 s window.
 pub const TYPING_PER_WINDOW: u32 = 20;
-/// How long a subscription waits for the `chat` read model after a chat event before it
-/// re-checks that the caller may still read the chat.
-const RECHECK_WAIT: Duration = Duration::from_secs(5);
+/// Other ops (`subscribe`, `unsubscribe`, `read`) one connection may send per 10 s window; each
+/// reads the database or runs a command.
+pub const OPS_PER_WINDOW: u32 = 100;
 
 static WS_CONNECTIONS: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
     let g = prometheus::IntGauge::new("ws_connections", "Open /ws connections (this process)")
@@ -103,13 +109,17 @@ async fn upgrade(
             ))
         }
     };
-    let actor = crate::auth::verify(&state.settings.jwt_secret, token)?;
+    let (actor, expires_at) = crate::auth::verify_until(&state.settings.jwt_secret, token)?;
     let ws = ws.map_err(|e| ApiError::validation(format!("not a WebSocket upgrade: {e}")))?;
+    let slot = crate::livechat::take_socket(&actor.user_id)?;
     state.ensure_profile(&actor).await;
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)
-        .on_upgrade(move |socket| connection(state, actor, socket)))
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            connection(state, actor, expires_at, socket).await
+        }))
 }
 
 fn frame(event: &str, data: Value) -> String {
@@ -179,7 +189,12 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
+async fn connection(
+    state: AppState,
+    actor: Actor,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    socket: WebSocket,
+) {
     WS_CONNECTIONS.inc();
     let conn_id = Uuid::now_v7();
     let _guard = ConnGuard {
@@ -201,11 +216,22 @@ async fn connection(state: AppState, actor: Actor, socket: WebSocket) {
         out: out.clone(),
         subs: HashMap::new(),
         typing_window: (Instant::now(), 0),
+        ops_window: (Instant::now(), 0),
     };
+    // The token's expiry ends the connection, as on the GraphQL transport.
+    let left = (expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    let expiry = tokio::time::sleep(left);
+    tokio::pin!(expiry);
     loop {
         let next = tokio::select! {
             m = tokio::time::timeout(IDLE_TIMEOUT, stream.next()) => m,
             _ = &mut writer => { writer_done = true; break }
+            _ = &mut expiry => {
+                out.fail(error_frame("UNAUTHORIZED", "the token expired", Value::Null));
+                break;
+            }
         };
         match next {
             Err(_) => {
@@ -295,6 +321,21 @@ struct Conn {
     /// Subscribed chats and their forwarding tasks (aborted when dropped).
     subs: HashMap<Uuid, AbortOnDrop>,
     typing_window: (Instant, u32),
+    ops_window: (Instant, u32),
+}
+
+/// Counts one more use of a 10 s window; false when `max` were used already.
+fn within(window: &mut (Instant, u32), max: u32) -> bool {
+    let (start, n) = window;
+    if start.elapsed() > Duration::from_secs(10) {
+        *start = Instant::now();
+        *n = 0;
+    }
+    if *n >= max {
+        return false;
+    }
+    *n += 1;
+    true
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -346,6 +387,14 @@ impl Conn {
             ClientFrame::Read { chat_id, .. } => ("read", chat_id),
         };
         let ctx = json!({"op": op, "chat_id": chat, "ref": r#ref});
+        if op != "typing" && !within(&mut self.ops_window, OPS_PER_WINDOW) {
+            self.out.push(error_frame(
+                "RATE_LIMITED",
+                &format!("at most {OPS_PER_WINDOW} subscribe, unsubscribe and read ops per 10 s"),
+                ctx,
+            ));
+            return;
+        }
         let answer = match frame {
             ClientFrame::Subscribe { chat_id } => self.subscribe(&chat_id, &ctx).await,
             ClientFrame::Unsubscribe { chat_id } => self.unsubscribe(&chat_id),
@@ -372,18 +421,14 @@ impl Conn {
 
     /// Subscribes and queues the ack (with `ctx`) itself: before the forwarder can send anything.
     async fn subscribe(&mut self, raw: &str, ctx: &Value) -> Result<Option<Value>, ApiError> {
-        let (chat_id, _) = super::chat::visible(&self.state, raw, &self.actor).await?;
+        let chat_id = crate::extract::path_uuid(raw, "chat")?;
         if !self.subs.contains_key(&chat_id) {
             if self.subs.len() >= MAX_SUBSCRIPTIONS {
                 return Err(ApiError::validation(format!(
                     "at most {MAX_SUBSCRIPTIONS} subscriptions per connection"
                 )));
             }
-            let rx = self
-                .state
-                .live
-                .subscribe(Topic::Chat(chat_id))
-                .ok_or_else(|| ApiError::Unavailable("too many live subscribers".into()))?;
+            let feed = ChatFeed::open(&self.state, &self.actor, raw, Access::Read).await?;
             let mut ack = json!({"chat_id": chat_id});
             if let (Some(a), Some(c)) = (ack.as_object_mut(), ctx.as_object()) {
                 a.extend(
@@ -393,13 +438,7 @@ impl Conn {
                 );
             }
             self.out.push(frame_ack(ack));
-            let task = tokio::spawn(forward(
-                self.state.clone(),
-                self.actor.clone(),
-                chat_id,
-                rx,
-                self.out.clone(),
-            ));
+            let task = tokio::spawn(forward(feed, self.out.clone()));
             self.subs.insert(chat_id, AbortOnDrop(task));
             return Ok(None);
         }
@@ -413,22 +452,14 @@ impl Conn {
     }
 
     async fn typing(&mut self, raw: &str, s: TypingState) -> Result<Option<Value>, ApiError> {
-        let (start, n) = &mut self.typing_window;
-        if start.elapsed() > Duration::from_secs(10) {
-            *start = Instant::now();
-            *n = 0;
-        }
-        if *n >= TYPING_PER_WINDOW {
+        if !within(&mut self.typing_window, TYPING_PER_WINDOW) {
             return Err(ApiError::RateLimited(
                 format!("at most {TYPING_PER_WINDOW} typing signals per 10 s"),
                 10,
             ));
         }
-        *n += 1;
-        let chat_id = match crate::extract::path_uuid(raw, "chat") {
-            Ok(id) if self.subs.contains_key(&id) => id,
-            _ => super::chat::visible(&self.state, raw, &self.actor).await?.0,
-        };
+        // Members only (decided on the aggregate), subscribed or not.
+        let chat_id = crate::livechat::require_member(&self.state, &self.actor, raw).await?;
         let state = match s {
             TypingState::On => "on",
             TypingState::Off => "off",
@@ -443,7 +474,8 @@ impl Conn {
 
     async fn read(&mut self, raw: &str, message: &str) -> Result<Option<Value>, ApiError> {
         let (chat_id, _) = super::chat::visible(&self.state, raw, &self.actor).await?;
-        let position = super::chat::mark_read(&self.state, &self.actor, chat_id, message).await?;
+        let position =
+            crate::service::chat::mark_read(&self.state, &self.actor, chat_id, message).await?;
         Ok(Some(position))
     }
 }
@@ -452,18 +484,14 @@ fn frame_ack(data: Value) -> String {
     frame("ack", data)
 }
 
-/// Forwards one chat's live events to the connection until it ends.
-async fn forward(
-    state: AppState,
-    actor: Actor,
-    chat_id: Uuid,
-    mut rx: LiveReceiver,
-    out: Outbound,
-) {
+/// Forwards one chat's live events to the connection until it ends (access re-checked by the
+/// shared [`ChatFeed`]; typing and read receipts only while the caller is a member).
+async fn forward(mut feed: ChatFeed, out: Outbound) {
+    let chat_id = feed.chat_id;
     loop {
-        let ev = match rx.recv().await {
+        let ev = match feed.next().await {
             Ok(ev) => ev,
-            Err(LiveError::Lagged { missed }) => {
+            Err(FeedEnd::Lagged(missed)) => {
                 out.fail(error_frame(
                     "LAGGED",
                     &format!("{missed} events of this chat could not be delivered in time; re-read over REST and reconnect"),
@@ -471,7 +499,7 @@ async fn forward(
                 ));
                 return;
             }
-            Err(LiveError::Closed) => {
+            Err(FeedEnd::Closed) => {
                 out.fail(error_frame(
                     "UNAVAILABLE",
                     "the server is shutting down",
@@ -479,20 +507,7 @@ async fn forward(
                 ));
                 return;
             }
-        };
-        if ev.aggregate_type == "chat" && !ev.ephemeral {
-            if !super::chat::may_revoke(&ev, &actor.user_id) {
-                continue;
-            }
-            // Membership or privacy changed: once the read model shows it, check again.
-            state
-                .runner
-                .wait_for("chat", ev.checkpoint, RECHECK_WAIT)
-                .await;
-            let still = super::chat::visible(&state, &chat_id.to_string(), &actor)
-                .await
-                .is_ok();
-            if !still {
+            Err(FeedEnd::Lost) => {
                 out.push(error_frame(
                     "SUBSCRIPTION_ENDED",
                     "you can no longer read this chat",
@@ -500,6 +515,9 @@ async fn forward(
                 ));
                 return;
             }
+        };
+        let members_only = ev.ephemeral || ev.aggregate_type == "read_position";
+        if members_only && !feed.member {
             continue;
         }
         if let Some(f) = chat_frame(&ev, chat_id) {

@@ -13,22 +13,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::path_uuid;
 use crate::state::AppState;
 
-/// Whether the chat event `e` can take the chat away from `user`, so that a live subscription
-/// must check access again: `user` left (or was removed or banned), or the chat turned private.
-/// Other chat events (joins, renames, settings) never do, and cost subscribers nothing.
-pub fn may_revoke(e: &projections::live::LiveEvent, user: &str) -> bool {
-    if e.ephemeral || e.aggregate_type != <domain::chat::Chat as cqrs_es::Aggregate>::TYPE {
-        return false;
-    }
-    match domain::codec::decode::<domain::chat::ChatEvent>(&e.event_type, e.payload.clone()) {
-        Ok(domain::chat::ChatEvent::MemberLeft { user_id, .. }) => user_id == user,
-        Ok(domain::chat::ChatEvent::ChatUpdated { is_private, .. }) => is_private == Some(true),
-        Ok(_) => false,
-        // Unknown to this build: check, to be safe.
-        Err(_) => true,
-    }
-}
-
 /// The chat as the caller may see it, or 404 (never 403: a private chat does not exist for them).
 pub async fn visible(state: &AppState, raw_id: &str, actor: &Actor) -> ApiResult<(Uuid, ChatRow)> {
     let id = path_uuid(raw_id, "chat")?;

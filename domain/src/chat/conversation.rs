@@ -267,6 +267,31 @@ impl Chat {
                 .is_some_and(|m| matches!(m.role, MemberRole::Owner | MemberRole::Moderator))
     }
 
+    /// The member's role here, if they are a member.
+    pub fn role_of(&self, user_id: &str) -> Option<MemberRole> {
+        self.member(user_id).map(|m| m.role)
+    }
+
+    /// Whether `actor` may remove or sanction `target` in this chat. The roles rank owner >
+    /// moderator > member: admins and owners act on anyone; a moderator only on plain members and
+    /// on users who are not members, never on an owner or another moderator.
+    pub fn may_moderate(&self, actor: &Actor, target: &str) -> bool {
+        if !self.managed_by(actor) {
+            return false;
+        }
+        actor.has(Role::Admin)
+            || self.role_of(&actor.user_id) == Some(MemberRole::Owner)
+            || !matches!(
+                self.role_of(target),
+                Some(MemberRole::Owner | MemberRole::Moderator)
+            )
+    }
+
+    /// Whether `actor` outranks every member here (an admin or an owner).
+    pub fn ranks_above_moderators(&self, actor: &Actor) -> bool {
+        actor.has(Role::Admin) || self.role_of(&actor.user_id) == Some(MemberRole::Owner)
+    }
+
     /// The unique values a chat holds: its channel slug, or its dm pair.
     pub fn unique_values(&self) -> Vec<(&'static str, String)> {
         match (self.kind, &self.slug) {
@@ -293,6 +318,13 @@ fn forbidden() -> ChatError {
     ChatError::Forbidden("only the chat's owners and moderators, or admins, may do this".into())
 }
 
+fn outranked() -> ChatError {
+    ChatError::Forbidden(
+        "a moderator cannot act on the chat's owners or other moderators; owners and admins can"
+            .into(),
+    )
+}
+
 impl Aggregate for Chat {
     const TYPE: &'static str = "chat";
     type Command = ChatCommand;
@@ -311,10 +343,18 @@ impl Aggregate for Chat {
                 if self.chat_id.is_some() {
                     return Err(ChatError::AlreadyExists);
                 }
+                // Bounded before any work, then de-duplicated in linear time.
+                if chat.member_ids.len() > MAX_INITIAL_MEMBERS {
+                    return Err(ChatError::Invalid(format!(
+                        "at most {MAX_INITIAL_MEMBERS} members at creation"
+                    )));
+                }
+                let mut seen = std::collections::HashSet::with_capacity(chat.member_ids.len() + 1);
+                seen.insert(actor.user_id.clone());
                 let mut ids: Vec<String> = vec![actor.user_id.clone()];
                 for id in chat.member_ids {
                     validate::text("member_ids[]", &id, 128).map_err(ChatError::Invalid)?;
-                    if !ids.contains(&id) {
+                    if seen.insert(id.clone()) {
                         ids.push(id);
                     }
                 }
@@ -457,6 +497,9 @@ impl Aggregate for Chat {
                 }
                 if user_id != actor.user_id && !self.managed_by(&actor) {
                     return Err(forbidden());
+                }
+                if user_id != actor.user_id && !self.may_moderate(&actor, &user_id) {
+                    return Err(outranked());
                 }
                 if self.kind == Some(ChatType::Dm) {
                     return Err(ChatError::Invalid("a dm has exactly two members".into()));

@@ -13,6 +13,8 @@ use crate::{DomainError, ErrorKind};
 pub const MAX_TEXT: usize = 4_000;
 pub const MAX_ATTACHMENTS: usize = 10;
 pub const MAX_ATTACHMENT_BYTES: i64 = 25 * 1024 * 1024;
+/// Largest `extra` object of one attachment, as JSON text.
+pub const MAX_ATTACHMENT_EXTRA: usize = 4_096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +66,7 @@ impl Submission {
         if self.text.chars().count() > MAX_TEXT {
             return Err(format!("text must be at most {MAX_TEXT} characters"));
         }
+        crate::tea::validate::no_nul("text", &self.text)?;
         if self.attachments.len() > MAX_ATTACHMENTS {
             return Err(format!("at most {MAX_ATTACHMENTS} attachments"));
         }
@@ -84,10 +87,19 @@ impl Submission {
                     "attachment size_bytes must be 0 to {MAX_ATTACHMENT_BYTES}"
                 ));
             }
+            if a.extra.to_string().len() > MAX_ATTACHMENT_EXTRA {
+                return Err(format!(
+                    "attachment extra must be at most {MAX_ATTACHMENT_EXTRA} bytes of JSON"
+                ));
+            }
+            crate::tea::validate::no_nul("attachment url", &a.url)?;
+            crate::tea::validate::no_nul("attachment content_type", &a.content_type)?;
+            crate::tea::validate::json_no_nul("attachment extra", &a.extra)?;
         }
         if !self.metadata.is_object() || self.metadata.to_string().len() > 4_096 {
             return Err("metadata must be an object of at most 4096 bytes".into());
         }
+        crate::tea::validate::json_no_nul("metadata", &self.metadata)?;
         Ok(())
     }
 }

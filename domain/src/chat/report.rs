@@ -228,6 +228,26 @@ pub struct NewNotice {
     pub roles: Vec<String>,
 }
 
+/// Parses the chat ids of a notice as a client sent them (`field` names the list in errors): more
+/// than [`MAX_NOTICE_CHATS`] is refused before any work, each must be a chat id, and duplicates
+/// are dropped (the first kept) in linear time.
+pub fn notice_chat_ids(raw: &[String], field: &str) -> Result<Vec<Uuid>, String> {
+    if raw.len() > MAX_NOTICE_CHATS {
+        return Err(format!("{field} must list 1 to {MAX_NOTICE_CHATS} chats"));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(raw.len());
+    let mut ids = Vec::with_capacity(raw.len());
+    for (i, c) in raw.iter().enumerate() {
+        let id: Uuid = c
+            .parse()
+            .map_err(|_| format!("{field}[{i}] is not a chat id"))?;
+        if seen.insert(id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
 impl NewNotice {
     pub fn validate(&self) -> Result<(), String> {
         validate::text("title", &self.title, MAX_NOTICE_TITLE)?;

@@ -3,9 +3,12 @@
 //!
 //! One holder at a time: taking an asset someone (or you) already holds is a conflict, and so is
 //! its owner taking it. Returning is for the holder, the owner or an admin. A damage report names
-//! the user who owes its cost (at most the replacement cost) in the asset's currency.
+//! the user who owes its cost in the asset's currency. Only admins and executors may name anyone;
+//! the owner may only name a user who held the asset (an open or a past loan), so owning an asset
+//! is no way to book a debt against a stranger. What one user is charged on one asset, summed over
+//! every report, never exceeds the replacement cost.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
@@ -184,6 +187,12 @@ pub struct Asset {
     pub holder: Option<Loan>,
     pub loans: u64,
     pub damage_reports: HashSet<Uuid>,
+    /// Every user who ever held the asset (open or past loan).
+    #[serde(default)]
+    pub holders: HashSet<String>,
+    /// Damage charged so far, per user.
+    #[serde(default)]
+    pub charged: HashMap<String, Decimal>,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
 }
@@ -326,9 +335,15 @@ impl Aggregate for Asset {
                 validate::text("description", &description, MAX_DAMAGE_DESCRIPTION)
                     .map_err(invalid)?;
                 check_amount("cost", cost).map_err(|e| invalid(e.to_string()))?;
-                if cost > spec.replacement_cost {
+                if !is_staff && !self.holders.contains(&user_id) {
+                    return Err(AssetError::Forbidden(
+                        "the owner may only charge a user who held the asset".into(),
+                    ));
+                }
+                let before = self.charged.get(&user_id).copied().unwrap_or_default();
+                if cost + before > spec.replacement_cost {
                     return Err(invalid(format!(
-                        "cost must not exceed the replacement cost ({})",
+                        "cost must not exceed the replacement cost ({}); {before} is already charged to this user",
                         spec.replacement_cost
                     )));
                 }
@@ -371,6 +386,7 @@ impl Aggregate for Asset {
             AssetEvent::ItemTaken { loan } => {
                 self.updated_at = Some(loan.taken_at);
                 self.loans += 1;
+                self.holders.insert(loan.user_id.clone());
                 self.holder = Some(loan);
             }
             AssetEvent::ItemReturned { returned_at, .. } => {
@@ -382,6 +398,7 @@ impl Aggregate for Asset {
                 reported_at,
             } => {
                 self.damage_reports.insert(report.report_id);
+                *self.charged.entry(report.user_id).or_default() += report.cost;
                 self.updated_at = Some(reported_at);
             }
         }

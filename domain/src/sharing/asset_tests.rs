@@ -209,6 +209,13 @@ fn damage_reports_are_bounded_by_the_replacement_cost() {
         },
     );
     assert!(matches!(to_lab, Err(AssetError::Invalid(_))));
+    // The owner may only charge someone who held the asset.
+    assert!(matches!(
+        damage(&mut a, 1, "u_owner", false, "45.5"),
+        Err(AssetError::Forbidden(_))
+    ));
+    take(&mut a, "u_1", Duration::days(1)).unwrap();
+    give_back(&mut a, "u_1", false).unwrap();
     let ev = damage(&mut a, 1, "u_owner", false, "45.5").unwrap();
     assert!(matches!(&ev[0], AssetEvent::DamageReported { report, .. }
         if report.currency == "MDL" && report.cost == d("45.5") && report.user_id == "u_1"));
@@ -218,4 +225,21 @@ fn damage_reports_are_bounded_by_the_replacement_cost() {
             .is_empty(),
         "same id: no-op"
     );
+}
+
+#[test]
+fn charges_to_one_user_never_exceed_the_replacement_cost() {
+    let mut a = registered("u_owner");
+    take(&mut a, "u_1", Duration::days(1)).unwrap();
+    // An open loan counts as holding.
+    damage(&mut a, 1, "u_owner", false, "200").unwrap();
+    assert!(matches!(
+        damage(&mut a, 2, "u_owner", false, "100.01"),
+        Err(AssetError::Invalid(_))
+    ));
+    assert!(matches!(
+        damage(&mut a, 2, "u_admin", true, "100.01"),
+        Err(AssetError::Invalid(_))
+    ));
+    damage(&mut a, 2, "u_owner", false, "100").unwrap();
 }

@@ -30,8 +30,41 @@ pub fn optional_text(field: &str, value: Option<&str>, max: usize) -> Result<(),
         Some(v) if v.chars().count() > max => {
             Err(format!("{field} must be at most {max} characters"))
         }
-        _ => Ok(()),
+        Some(v) => no_nul(field, v),
+        None => Ok(()),
     }
+}
+
+/// Refuses the NUL character (U+0000), which PostgreSQL can store neither in `text` nor in
+/// `jsonb`: it would fail the append instead of being refused as bad input.
+pub fn no_nul(field: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!(
+            "{field} must not contain the NUL character (U+0000)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a JSON value holds the NUL character in any string or key.
+pub fn json_has_nul(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(json_has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v)),
+        _ => false,
+    }
+}
+
+/// [`no_nul`] for a JSON value: every string and key in it.
+pub fn json_no_nul(field: &str, v: &serde_json::Value) -> Result<(), String> {
+    if json_has_nul(v) {
+        return Err(format!(
+            "{field} must not contain the NUL character (U+0000)"
+        ));
+    }
+    Ok(())
 }
 
 pub fn tags(tags: &[String]) -> Result<(), String> {

@@ -107,6 +107,15 @@ pub async fn loans_of(db: &Db, asset_id: &str) -> sqlx::Result<Vec<LoanRow>> {
     db_fetch_all!(db, LoanRow, &sql, asset_id, HISTORY_LISTED)
 }
 
+impl DamageRow {
+    /// Who may see a damage report (who owes how much is as private as the debt it becomes):
+    /// the user it charges, who filed it, the asset's owner, and those who read the books
+    /// (`books`: admins, executors, auditors).
+    pub fn visible_to(&self, user_id: &str, owner_id: &str, books: bool) -> bool {
+        books || self.user_id == user_id || self.reported_by == user_id || owner_id == user_id
+    }
+}
+
 /// The newest damage reports of an asset, newest first.
 pub async fn damages_of(db: &Db, asset_id: &str) -> sqlx::Result<Vec<DamageRow>> {
     db_fetch_all!(

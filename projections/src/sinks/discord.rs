@@ -110,6 +110,14 @@ fn colour(event_type: &str) -> u32 {
     }
 }
 
+/// Whether an event is the lab's business: a chat's own sanctions (applied by whoever owns or
+/// moderates that chat, any user can create one) are not posted, so a chat owner cannot push
+/// free text (`reason`) or a private chat's id to the lab's Discord. Global sanctions (admins
+/// only) still are.
+pub fn for_the_lab(event_type: &str, body: &Value) -> bool {
+    !(event_type == "chat.moderation.sanction.applied" && body["data"]["scope"] != "global")
+}
+
 /// The webhook body for one event, cut to Discord's limits.
 pub fn payload(event_type: &str, title: &str, text: &str, body: &Value) -> Value {
     let title = cut(title, MAX_TITLE);
@@ -165,7 +173,7 @@ impl Sink for DiscordSink {
     }
 
     async fn handle(&self, msg: &Incoming) -> Outcome {
-        if self.posted(&msg.id).await {
+        if self.posted(&msg.id).await || !for_the_lab(&msg.event_type, &msg.body) {
             return Outcome::Done;
         }
         let (title, text) = super::describe(&self.db, &msg.event_type, &msg.body["data"]).await;

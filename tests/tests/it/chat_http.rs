@@ -673,7 +673,7 @@ async fn messages_are_posted_asynchronously(b: Backend) {
     };
     commands::message::submit(
         &app.state.bus,
-        &commands::Context::new(domain::Actor::new("u_2", vec![])),
+        &commands::Context::new(domain::Actor::new("u_2", vec![domain::Role::Student])),
         direct.clone(),
         None,
     )

@@ -17,6 +17,7 @@ mod graphql_ws;
 mod http_limits;
 mod live_hub;
 mod projections;
+mod security;
 mod sharing_http;
 mod sinks;
 mod tea_http;

@@ -444,7 +444,15 @@ async fn damage_becomes_a_debt_once(b: Backend) {
     assert_eq!(r.body["currency"], "MDL");
     assert_eq!(r.body["reported_by"], "u_exec");
     let report_id = r.body["id"].as_str().unwrap().to_string();
-    // The owner of a private asset may report too.
+    // The owner of a private asset may report too, against someone who held it.
+    let r = take(
+        &app,
+        &games,
+        &student("u_2"),
+        due_in(chrono::Duration::days(1)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     let r = app
         .post(
             &format!("/assets/{games}/damage"),
@@ -493,7 +501,10 @@ async fn damage_becomes_a_debt_once(b: Backend) {
             .unwrap()
             .is_empty()
     );
-    let one = app.get(&format!("/assets/{iron}"), &student("u_9")).await;
+    // Who owes how much is private, as the debt is: the charged user sees it, others do not.
+    let other = app.get(&format!("/assets/{iron}"), &student("u_9")).await;
+    assert_eq!(other.body["damage_reports"], json!([]));
+    let one = app.get(&format!("/assets/{iron}"), &student("u_1")).await;
     assert_eq!(one.body["damage_reports"][0]["id"], report_id.as_str());
     assert_eq!(num(&one.body["damage_reports"][0]["cost"]), "45.50");
 

@@ -2,7 +2,7 @@
 
 mod dto;
 mod items;
-mod reports;
+pub(crate) mod reports;
 mod rules;
 mod stock;
 

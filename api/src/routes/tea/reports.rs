@@ -16,10 +16,12 @@ pub(super) struct StockReportQuery {
     pub(super) format: Format,
 }
 
-/// One CSV field, quoted when it needs to be (RFC 4180); a leading formula character is
-/// neutralised so spreadsheets do not execute it.
-pub(super) fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
+/// One CSV field, quoted when it needs to be (RFC 4180); a field a spreadsheet could take for a
+/// formula is neutralised with a leading `'`: one that starts with `= + - @`, a tab or a carriage
+/// return, or with whitespace and then one of `= + - @`.
+pub(crate) fn csv_field(s: &str) -> String {
+    let formula = s.starts_with(['\t', '\r']) || s.trim_start().starts_with(['=', '+', '-', '@']);
+    let s = if formula {
         format!("'{s}")
     } else {
         s.to_string()
@@ -149,6 +151,10 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        // Security review L2: a leading tab or carriage return, or whitespace before a formula.
+        assert_eq!(csv_field("\t=HYPERLINK(1)"), "'\t=HYPERLINK(1)");
+        assert_eq!(csv_field("  =1+1"), "'  =1+1");
+        assert_eq!(csv_field("\rx"), "\"'\rx\"");
     }
 
     #[test]
