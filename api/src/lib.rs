@@ -10,6 +10,7 @@ pub mod extract;
 pub mod graphql;
 pub mod metrics;
 pub mod presence;
+pub mod progress;
 pub mod ratelimit;
 pub mod retention;
 pub mod routes;
