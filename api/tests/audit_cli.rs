@@ -302,6 +302,17 @@ async fn exports_verify_with_the_documented_script(pg: bool) {
         out.contains("FAIL at position") && out.contains("content hash does not match"),
         "{out}"
     );
+    // Metadata beyond the four hashed keys is a broken chain hash (docs/AUDIT.md), not ignored.
+    assert!(text.contains("\"actor\":"), "{text}");
+    let extra = temp_file("extra.jsonl");
+    std::fs::write(
+        &extra,
+        text.replacen("\"actor\":", "\"extra\":1,\"actor\":", 1),
+    )
+    .unwrap();
+    let (code, out) = verify_export(&extra, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain hash does not match"), "{out}");
 }
 
 async fn tampering_breaks_verify_and_the_digest(pg: bool) {
