@@ -8,7 +8,10 @@
 //! Verification in position order: each stream's previous *stored* chain hash is carried along
 //! (sequentially, cheap), so every row can be checked on its own — payload against `payload_hash`,
 //! `hash` against `SHA-256(previous stored hash ‖ canonical(header) ‖ payload_hash)` — on all
-//! cores. If every link holds for the stored predecessor, the whole chain holds.
+//! cores. If every link holds for the stored predecessor, the whole chain holds. Every row is
+//! checked (a break does not stop the pass), and the first break of every broken stream is
+//! reported with what broke: content hash, chain hash or sequence. A digest is only given for a
+//! log that verifies ([`EventStore::log_digest`]; [`BrokenLog`] otherwise).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
