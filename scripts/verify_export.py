@@ -123,7 +123,13 @@ HEADER_METADATA = ("actor", "causation_id", "command_id", "correlation_id")
 
 
 def chain_hash(row, prev):
-    """SHA-256(prev chain hash ‖ canonical(header) ‖ content hash)."""
+    """SHA-256(prev chain hash ‖ canonical(header) ‖ content hash); None when the metadata is not
+    exactly the four hashed keys, each a string (docs/AUDIT.md: a broken chain hash)."""
+    meta = row["metadata"]
+    if not isinstance(meta, dict) or sorted(meta) != sorted(HEADER_METADATA):
+        return None
+    if not all(isinstance(meta[k], str) and not isinstance(meta[k], Num) for k in HEADER_METADATA):
+        return None
     header = {
         "aggregate_type": row["aggregate_type"],
         "aggregate_id": row["aggregate_id"],

@@ -4,15 +4,17 @@
 //! without our code (docs/AUDIT.md, scripts/verify_export.py).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use domain::budget::{LedgerEvent, TxKind};
-use eventstore::{AuditFilter, AuditRow, Checkpoint, EventStore};
+use eventstore::{AuditFilter, AuditRow, BrokenLog, Checkpoint, EventStore};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
 
+use crate::progress::Progress;
 use crate::service::budget::{balances_from, BalanceDto};
 
 /// The aggregate type of the budget ledger streams (`budget_ledger/<CUR>`).
@@ -186,6 +188,15 @@ pub async fn replay_budget(
     store: &EventStore,
     as_of: Option<DateTime<Utc>>,
 ) -> anyhow::Result<ReplayReport> {
+    replay_budget_counted(store, as_of, &AtomicU64::new(0)).await
+}
+
+/// [`replay_budget`], counting the ledger events folded so far in `seen` (for progress).
+pub async fn replay_budget_counted(
+    store: &EventStore,
+    as_of: Option<DateTime<Utc>>,
+    seen: &AtomicU64,
+) -> anyhow::Result<ReplayReport> {
     // The read model first: every event it has applied committed before the stable position is
     // taken, so the fold below covers all of them.
     let (read_model_at, read_model) = read_model_books(store, as_of).await?;
@@ -216,6 +227,7 @@ pub async fn replay_budget(
             report.not_yet_projected += 1;
         }
         report.events += 1;
+        seen.store(report.events, Ordering::Relaxed);
     }
     let currencies: std::collections::BTreeSet<&String> =
         compared.keys().chain(report.read_model.keys()).collect();
@@ -402,8 +414,8 @@ fn export_line(
 }
 
 /// Writes the journal of `aggregate_type` (every type with `None`) up to the log's stable
-/// position, in position order, streamed. A progress counter goes to stderr when it is a
-/// terminal. Returns (events written, stable position).
+/// position, in position order, streamed. Progress goes to stderr (never into the export).
+/// Returns (events written, stable position).
 pub async fn export(
     store: &EventStore,
     aggregate_type: Option<&str>,
@@ -415,12 +427,8 @@ pub async fn export(
         up_to: position,
         aggregate_type: aggregate_type.map(str::to_string),
     };
-    let progress = std::io::stderr().is_terminal();
-    let total = if progress {
-        store.audit_count(&filter).await?
-    } else {
-        0
-    };
+    let total = store.audit_count(&filter).await?.max(0) as u64;
+    let progress = Progress::start("audit export", "events", total);
     if format == ExportFormat::Csv {
         out.write_all(EXPORT_COLUMNS.join(",").as_bytes())?;
         out.write_all(b"\r\n")?;
@@ -437,17 +445,13 @@ pub async fn export(
         if buf.len() >= 1 << 16 {
             out.write_all(&buf)?;
             buf.clear();
-        }
-        if progress && n.is_multiple_of(10_000) {
-            let pct = (n * 100).checked_div(total.max(0) as u64).unwrap_or(100);
-            eprint!("\rexported {n} / {total} events ({pct}%)");
+            progress.set(n);
         }
     }
     out.write_all(&buf)?;
     out.flush()?;
-    if progress {
-        eprintln!("\rexported {n} / {total} events (100%)");
-    }
+    progress.set(n);
+    progress.finish().await;
     Ok((n, position))
 }
 
@@ -490,12 +494,27 @@ pub async fn cli_verify(store: &EventStore, digest: Option<(&str, i64)>) -> anyh
         }
         None => head,
     };
-    let r = store.verify_log(up_to).await?;
-    if let Some(b) = &r.first_break {
-        println!(
-            "BROKEN: stream {}/{} at sequence {} ({} streams, {} events checked)",
-            b.aggregate_type, b.aggregate_id, b.sequence, r.streams, r.events
+    let total = store
+        .audit_count(&AuditFilter {
+            up_to,
+            aggregate_type: None,
+        })
+        .await?
+        .max(0) as u64;
+    let progress = Progress::start("audit verify", "events", total);
+    let r = store.verify_log_counted(up_to, &progress.counter()).await;
+    progress.finish().await;
+    let r = r?;
+    if !r.breaks.is_empty() {
+        print!(
+            "{}",
+            render_broken(&BrokenLog {
+                position: r.position,
+                streams: r.streams,
+                breaks: r.breaks.clone(),
+            })
         );
+        println!("({} events checked)", r.events);
         if digest.is_some() {
             println!("MISMATCH: the log up to position {up_to} cannot match any digest: it does not verify");
         }
@@ -531,6 +550,46 @@ pub async fn cli_verify(store: &EventStore, digest: Option<(&str, i64)>) -> anyh
     }
 }
 
+/// `BROKEN: stream … at sequence … (position …): what broke` for every broken stream, then a
+/// count.
+pub fn render_broken(b: &BrokenLog) -> String {
+    let mut out = String::new();
+    for s in &b.breaks {
+        out.push_str(&format!("BROKEN: {s}\n"));
+    }
+    out.push_str(&format!(
+        "BROKEN: {} of {} streams, up to position {}\n",
+        b.breaks.len(),
+        b.streams,
+        b.position
+    ));
+    out
+}
+
+/// `fafcab audit digest`: verifies the log, then prints `position P hash H events N`; a broken log
+/// gets no digest: its broken streams are printed and the answer is `Ok(false)`.
+pub async fn cli_digest(store: &EventStore) -> anyhow::Result<bool> {
+    match store.log_digest().await {
+        Ok(d) => {
+            println!(
+                "position {} hash {} events {}",
+                d.position,
+                d.hex(),
+                d.events
+            );
+            Ok(true)
+        }
+        Err(e) => match e.downcast_ref::<BrokenLog>() {
+            Some(b) => {
+                print!("{}", render_broken(b));
+                println!("no digest: the log does not verify (see `fafcab audit verify`)");
+                Ok(false)
+            }
+            None => Err(e),
+        },
+    }
+}
+
 /// `fafcab audit replay --ledger budget [--as-of T]`: `Ok(false)` when the read model differs.
 pub async fn cli_replay(
     store: &EventStore,
@@ -540,7 +599,17 @@ pub async fn cli_replay(
     if ledger != Ledger::Budget {
         anyhow::bail!("audit replay knows --ledger budget");
     }
-    let r = replay_budget(store, as_of).await?;
+    let total = store
+        .audit_count(&AuditFilter {
+            up_to: i64::MAX,
+            aggregate_type: Some(BUDGET_LEDGER.into()),
+        })
+        .await?
+        .max(0) as u64;
+    let progress = Progress::start("audit replay", "events", total);
+    let r = replay_budget_counted(store, as_of, &progress.counter()).await;
+    progress.finish().await;
+    let r = r?;
     print!("{}", render_replay(&r));
     Ok(r.differences.is_empty())
 }

@@ -10,6 +10,7 @@ pub mod graphql;
 pub mod livechat;
 pub mod metrics;
 pub mod presence;
+pub mod progress;
 pub mod ratelimit;
 pub mod retention;
 pub mod routes;

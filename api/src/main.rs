@@ -89,8 +89,9 @@ enum RetentionCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Recompute every payload hash and chain link; exit 1 at the first broken link. With
-    /// --digest and --position, also prove the log up to that position matches the digest.
+    /// Recompute every payload hash and chain link; exit 1 naming every broken stream and what
+    /// broke (content hash, chain hash or sequence). With --digest and --position, also prove the
+    /// log up to that position matches the digest.
     Verify {
         /// A digest from `GET /audit/digest` or `fafcab audit digest` (64 hex digits).
         #[arg(long, requires = "position")]
@@ -99,7 +100,8 @@ enum AuditCommand {
         #[arg(long, requires = "digest")]
         position: Option<i64>,
     },
-    /// Print the digest of the whole log up to its stable position (as GET /audit/digest).
+    /// Verify the whole log, then print its digest up to its stable position (as GET
+    /// /audit/digest); a broken log gets no digest (exit 1, its broken streams named).
     Digest,
     /// Fold a ledger from the log alone and compare it with its read model; exit 1 on a difference.
     Replay {
@@ -250,10 +252,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => runner.names().into_iter().map(String::from).collect(),
             };
             for n in names {
+                // Progress in log positions (the rebuild reads the whole log).
+                let head = store.head_position().await?.max(0) as u64;
+                let progress = api::progress::Progress::start(
+                    &format!("projections rebuild {n}"),
+                    "positions",
+                    head,
+                );
+                let counter = progress.counter();
                 let applied = runner
-                    .rebuild(&n)
-                    .await
-                    .with_context(|| format!("failed to rebuild {n}"))?;
+                    .rebuild_with(&n, &|p| {
+                        counter.store(p.max(0) as u64, std::sync::atomic::Ordering::Relaxed)
+                    })
+                    .await;
+                progress.finish().await;
+                let applied = applied.with_context(|| format!("failed to rebuild {n}"))?;
                 println!("rebuilt {n}: {applied} events applied");
             }
             Ok(ExitCode::SUCCESS)
@@ -264,16 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 AuditCommand::Verify { digest, position } => {
                     api::audit::cli_verify(&store, digest.as_deref().zip(position)).await?
                 }
-                AuditCommand::Digest => {
-                    let d = store.log_digest().await?;
-                    println!(
-                        "position {} hash {} events {}",
-                        d.position,
-                        d.hex(),
-                        d.events
-                    );
-                    true
-                }
+                AuditCommand::Digest => api::audit::cli_digest(&store).await?,
                 AuditCommand::Replay { ledger, as_of } => {
                     api::audit::cli_replay(&store, ledger, as_of).await?
                 }

@@ -5,6 +5,7 @@ mod audit;
 mod chain;
 pub mod checkpoints;
 mod db;
+pub mod fastjson;
 mod notify;
 mod pg;
 mod redact;
@@ -12,7 +13,10 @@ mod sqlite;
 mod types;
 mod upcast;
 
-pub use audit::{digest_step, AuditFilter, AuditRow, LogDigest, LogVerifyReport};
+pub use audit::{
+    digest_step, AuditFilter, AuditRow, BreakKind, BrokenLog, LogDigest, LogVerifyReport,
+    StreamBreak,
+};
 pub use chain::{
     canonical_header, canonical_json, event_hash, format_time, merkle_root, payload_hash,
     payload_hash_v1, ChainBreak, Redaction, HASH_VERSION,

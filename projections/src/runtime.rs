@@ -16,6 +16,8 @@ use tracing::instrument;
 
 /// Events applied per transaction.
 pub const BATCH_SIZE: i64 = 500;
+/// Events a rebuild applies per `apply_batch` call (all in its one transaction).
+pub const REBUILD_BATCH: usize = 5_000;
 /// Longest a projection leaves its stored checkpoint behind while skipping events it ignores.
 pub const LAZY_SAVE: Duration = Duration::from_secs(1);
 /// Fallback poll when no wake-up arrives (a missed NOTIFY can only delay, never lose, an event).
@@ -127,6 +129,17 @@ impl ProjectionRunner {
     /// Drops projection `name`'s read model and rebuilds it from the whole log, in one
     /// transaction (readers see the old model until the new one commits).
     pub async fn rebuild(&self, name: &str) -> anyhow::Result<u64> {
+        self.rebuild_with(name, &|_| {}).await
+    }
+
+    /// [`Self::rebuild`], telling `progress` the position applied so far after each batch. The
+    /// log is read ahead on another connection while a batch is applied, and a rebuild applies
+    /// [`REBUILD_BATCH`] events per `apply_batch` (bulk writes pay off with size).
+    pub async fn rebuild_with(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(i64) + Sync),
+    ) -> anyhow::Result<u64> {
         let p = self
             .projections
             .iter()
@@ -140,21 +153,50 @@ impl ProjectionRunner {
             "DELETE FROM projection_checkpoints WHERE name = $1",
             name
         )?;
+        let (send, mut batches) = tokio::sync::mpsc::channel(4);
+        let store = self.store.clone();
+        let reader = tokio::spawn(async move {
+            let mut cp = Checkpoint::START;
+            loop {
+                let batch = match store.read_log(cp, eventstore::MAX_LOG_BATCH).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = send.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if batch.events.is_empty() {
+                    if batch.pending {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    return;
+                }
+                cp = batch.events.last().expect("non-empty").checkpoint();
+                if send.send(Ok(batch.events)).await.is_err() {
+                    return;
+                }
+            }
+        });
         let mut cp = Checkpoint::START;
         let mut applied = 0u64;
+        let mut pending: Vec<StoredEvent> = Vec::new();
         loop {
-            let batch = self.store.read_log(cp, BATCH_SIZE).await?;
-            if batch.events.is_empty() {
-                if batch.pending {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                }
+            let next = batches.recv().await.transpose()?;
+            let done = next.is_none();
+            pending.extend(next.unwrap_or_default());
+            if pending.len() >= REBUILD_BATCH || (done && !pending.is_empty()) {
+                p.apply_batch(&mut tx, &pending).await?;
+                cp = pending.last().expect("non-empty").checkpoint();
+                applied += pending.len() as u64;
+                pending.clear();
+                progress(cp.position);
+            }
+            if done {
                 break;
             }
-            p.apply_batch(&mut tx, &batch.events).await?;
-            cp = batch.events.last().expect("non-empty").checkpoint();
-            applied += batch.events.len() as u64;
         }
+        reader.await.context("the log reader failed")?;
         save_checkpoint(&mut tx, name, Checkpoint::START, cp).await?;
         tx.commit().await?;
         if let Some(s) = self.progress.get(name) {

@@ -21,7 +21,11 @@ pub fn router() -> Router<AppState> {
 /// proves the log up to that point unchanged.
 async fn digest(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Value>> {
     auth.require_any(&[Role::Auditor, Role::Admin])?;
-    let d = state.store.log_digest().await.map_err(busy_or_internal)?;
+    let d = state
+        .store
+        .log_digest()
+        .await
+        .map_err(broken_busy_or_internal)?;
     Ok(Json(json!({
         "position": d.position,
         "hash": d.hex(),
@@ -30,9 +34,36 @@ async fn digest(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Val
     })))
 }
 
-/// The digest waits at most 10 s for appends in flight (`lock_timeout`); when that runs out the
-/// log is busy, not broken: 503 `UNAVAILABLE`, so the caller retries.
-fn busy_or_internal(e: anyhow::Error) -> ApiError {
+/// Most broken streams listed in a 409's details (all are counted).
+const MAX_BROKEN_LISTED: usize = 100;
+
+/// A log whose chains are broken gets no digest: 409 `CONFLICT` naming the broken streams. The
+/// digest waits at most 10 s for appends in flight (`lock_timeout`); when that runs out the log is
+/// busy, not broken: 503 `UNAVAILABLE`, so the caller retries.
+fn broken_busy_or_internal(e: anyhow::Error) -> ApiError {
+    if let Some(b) = e.downcast_ref::<eventstore::BrokenLog>() {
+        let listed: Vec<Value> = b
+            .breaks
+            .iter()
+            .take(MAX_BROKEN_LISTED)
+            .map(|s| {
+                json!({
+                    "stream": format!("{}/{}", s.at.aggregate_type, s.at.aggregate_id),
+                    "sequence": s.at.sequence,
+                    "position": s.position,
+                    "hash": s.kind.as_str(),
+                })
+            })
+            .collect();
+        return ApiError::Conflict(
+            b.to_string(),
+            Some(json!({
+                "position": b.position,
+                "broken_streams": b.breaks.len(),
+                "broken": listed,
+            })),
+        );
+    }
     let lock_timeout = e.chain().any(|c| {
         c.downcast_ref::<sqlx::Error>()
             .and_then(|s| s.as_database_error())

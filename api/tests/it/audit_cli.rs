@@ -301,6 +301,17 @@ async fn exports_verify_with_the_documented_script(pg: bool) {
         out.contains("FAIL at position") && out.contains("content hash does not match"),
         "{out}"
     );
+    // Metadata beyond the four hashed keys is a broken chain hash (docs/AUDIT.md), not ignored.
+    assert!(text.contains("\"actor\":"), "{text}");
+    let extra = temp_file("extra.jsonl");
+    std::fs::write(
+        &extra,
+        text.replacen("\"actor\":", "\"extra\":1,\"actor\":", 1),
+    )
+    .unwrap();
+    let (code, out) = verify_export(&extra, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("chain hash does not match"), "{out}");
 }
 
 async fn tampering_breaks_verify_and_the_digest(pg: bool) {
@@ -345,7 +356,20 @@ async fn tampering_breaks_verify_and_the_digest(pg: bool) {
     let (code, out) = run(&url, &["audit", "verify"]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.starts_with("BROKEN: stream budget_ledger/MDL at sequence 1"),
+        out.starts_with("BROKEN: stream budget_ledger/MDL at sequence 1 (position "),
+        "{out}"
+    );
+    assert!(out.contains("): content hash"), "which hash broke: {out}");
+    assert!(out.contains("BROKEN: 1 of 2 streams"), "{out}");
+    // No digest for a broken log: the broken stream instead, exit 1.
+    let (code, out) = run(&url, &["audit", "digest"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.starts_with("BROKEN: stream budget_ledger/MDL at sequence 1 (position "),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&digest) && !out.lines().any(|l| l.starts_with("position ")),
         "{out}"
     );
     let (code, out) = run(
@@ -465,6 +489,75 @@ async fn a_rewritten_chain_passes_verify_but_not_the_digest(pg: bool) {
     );
 }
 
+/// Every broken stream is named, each with what broke: a payload edit (content hash), a stored
+/// chain hash edit (chain hash) and a removed event (sequence).
+async fn verify_names_every_broken_stream(pg: bool) {
+    let url = fresh(pg).await;
+    let store = books(&url).await;
+    let (code, out) = run(&url, &["audit", "verify"]);
+    assert_eq!(code, 0, "{out}");
+
+    let mdl = store
+        .load::<domain::budget::Ledger>("MDL", 0)
+        .await
+        .unwrap();
+    let mut forged = mdl[2].payload.clone();
+    forged["transaction"]["amount"] = "100".into();
+    store
+        .tamper_payload_for_tests("budget_ledger", "MDL", 3, forged)
+        .await
+        .unwrap();
+    let db = store.db();
+    db_exec!(
+        &db,
+        "UPDATE events SET hash = payload_hash WHERE aggregate_type = 'budget_ledger' AND aggregate_id = 'EUR'"
+    )
+    .unwrap();
+    let (code, out) = run(&url, &["audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    let broken: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("BROKEN: stream"))
+        .collect();
+    assert_eq!(broken.len(), 2, "{out}");
+    assert!(
+        broken[0].starts_with("BROKEN: stream budget_ledger/MDL at sequence 3 (position ")
+            && broken[0].contains("): content hash"),
+        "{out}"
+    );
+    assert!(
+        broken[1].starts_with("BROKEN: stream budget_ledger/EUR at sequence 1 (position ")
+            && broken[1].contains("): chain hash"),
+        "{out}"
+    );
+    assert!(out.contains("BROKEN: 2 of 2 streams"), "{out}");
+
+    // The budget ledger's first MDL event removed: the next one's sequence breaks the stream
+    // earlier than the payload edit does.
+    db_exec!(
+        &db,
+        "DELETE FROM events WHERE aggregate_type = 'budget_ledger' AND aggregate_id = 'MDL' AND sequence = 1"
+    )
+    .unwrap();
+    let (code, out) = run(&url, &["audit", "verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("BROKEN: stream budget_ledger/MDL at sequence 2 (position ")
+            && out.contains("): sequence (expected 1"),
+        "{out}"
+    );
+    assert!(out.contains("BROKEN: 2 of 2 streams"), "{out}");
+    let (code, out) = run(&url, &["audit", "digest"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("BROKEN: stream"))
+            .count(),
+        2,
+        "{out}"
+    );
+}
+
 macro_rules! both {
     ($($name:ident),*) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(false).await } )* }
@@ -476,5 +569,6 @@ both!(
     replay_names_the_difference,
     exports_verify_with_the_documented_script,
     tampering_breaks_verify_and_the_digest,
+    verify_names_every_broken_stream,
     a_rewritten_chain_passes_verify_but_not_the_digest
 );

@@ -1,6 +1,7 @@
 //! The auditor (issue #6, "For auditors") over HTTP on SQLite and PostgreSQL: `GET /audit/digest`
 //! for auditors and admins only, the digest it returns matches the log and moves with it, and the
-//! auditor reads the audit feed and the books but changes nothing.
+//! auditor reads the audit feed and the books but changes nothing; a log whose chains are broken
+//! gets no digest (409 naming every broken stream).
 
 use domain::Role;
 use fafcab_tests::*;
@@ -8,7 +9,8 @@ use serde_json::json;
 
 on_both_backends!(
     digest_is_for_auditors_and_admins,
-    auditor_reads_but_never_writes
+    auditor_reads_but_never_writes,
+    no_digest_for_a_broken_log
 );
 
 async fn digest_is_for_auditors_and_admins(b: Backend) {
@@ -142,4 +144,83 @@ async fn auditor_reads_but_never_writes(b: Backend) {
         assert_error(&r, 403, "FORBIDDEN");
     }
     assert_eq!(app.state.store.head_position().await.unwrap(), before);
+}
+
+async fn no_digest_for_a_broken_log(b: Backend) {
+    let app = spawn_app(b).await;
+    for (amount, currency) in [(12.5, "MDL"), (3.0, "MDL"), (7.0, "EUR")] {
+        let r = app
+            .post(
+                "/budget/transactions",
+                &admin(),
+                json!({"kind": "income", "amount": amount, "currency": currency, "category": "membership"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let ok = app.get("/audit/digest", &auditor()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+
+    // Two streams edited in the database: one payload, one stored chain hash.
+    let store = &app.state.store;
+    let mdl = store
+        .load::<domain::budget::Ledger>("MDL", 0)
+        .await
+        .unwrap();
+    let mut forged = mdl[1].payload.clone();
+    forged["transaction"]["amount"] = "3000".into();
+    store
+        .tamper_payload_for_tests("budget_ledger", "MDL", 2, forged)
+        .await
+        .unwrap();
+    let sql = "UPDATE events SET hash = $1 WHERE aggregate_type = 'budget_ledger' AND aggregate_id = 'EUR'";
+    match store.db() {
+        eventstore::Db::Pg(p) => sqlx::query(sql)
+            .bind(vec![0u8; 32])
+            .execute(&p)
+            .await
+            .map(|_| ()),
+        eventstore::Db::Sqlite { write, .. } => sqlx::query(sql)
+            .bind(vec![0u8; 32])
+            .execute(&write)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+
+    let r = app.get("/audit/digest", &auditor()).await;
+    assert_error(&r, 409, "CONFLICT");
+    assert!(r.body["error"]["details"]["hash"].is_null(), "{}", r.text);
+    assert!(
+        !r.text.contains(ok.body["hash"].as_str().unwrap()),
+        "{}",
+        r.text
+    );
+    let broken = &r.body["error"]["details"]["broken"];
+    assert_eq!(
+        r.body["error"]["details"]["broken_streams"], 2,
+        "{}",
+        r.text
+    );
+    assert_eq!(broken[0]["stream"], "budget_ledger/MDL", "{}", r.text);
+    assert_eq!(broken[0]["sequence"], 2, "{}", r.text);
+    assert_eq!(broken[0]["hash"], "content", "{}", r.text);
+    assert_eq!(broken[1]["stream"], "budget_ledger/EUR", "{}", r.text);
+    assert_eq!(broken[1]["sequence"], 1, "{}", r.text);
+    assert_eq!(broken[1]["hash"], "chain", "{}", r.text);
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("budget_ledger/MDL at sequence 2"),
+        "{}",
+        r.text
+    );
+    // verify_log names both too; the raw fold of stored hashes is still available to it.
+    let report = store
+        .verify_log(r.body["error"]["details"]["position"].as_i64().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.breaks.len(), 2);
+    assert_eq!(report.digest, None);
 }
