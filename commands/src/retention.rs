@@ -37,6 +37,7 @@ pub async fn patch_settings(
     chat_id: Uuid,
     patch: SettingsPatch,
 ) -> Result<Executed<Chat>, CommandError> {
+    crate::require_participant(ctx)?;
     let cmd = ChatCommand::PatchSettings {
         patch,
         actor: ctx.actor.clone(),
