@@ -33,7 +33,13 @@ pub struct Settings {
     pub retention_interval: Duration,
     /// GraphQL limits and WebSocket timings (`FAFCAB_GRAPHQL_*`).
     pub graphql: GraphqlSettings,
+    /// No-op projections added to the log follower, to measure what a consumer costs
+    /// (`FAFCAB_EXTRA_NOOP_PROJECTIONS`, 0 to [`MAX_EXTRA_NOOP_PROJECTIONS`]; benches only).
+    pub extra_noop_projections: usize,
 }
+
+/// Most no-op projections `FAFCAB_EXTRA_NOOP_PROJECTIONS` may add.
+pub const MAX_EXTRA_NOOP_PROJECTIONS: usize = 100;
 
 /// Bounds of the GraphQL endpoint and its `graphql-transport-ws` connections.
 #[derive(Debug, Clone)]
@@ -91,6 +97,7 @@ impl std::fmt::Debug for Settings {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("expiry_window_days", &self.expiry_window_days)
             .field("run_workers", &self.run_workers)
+            .field("extra_noop_projections", &self.extra_noop_projections)
             .field("graphql", &self.graphql)
             .finish()
     }
@@ -167,6 +174,12 @@ impl Settings {
                     as usize,
                 ..GraphqlSettings::default()
             },
+            extra_noop_projections: match parse("FAFCAB_EXTRA_NOOP_PROJECTIONS", "0")? {
+                n @ 0..=100 => n as usize,
+                n => anyhow::bail!(
+                    "FAFCAB_EXTRA_NOOP_PROJECTIONS must be 0 to {MAX_EXTRA_NOOP_PROJECTIONS}, got {n}"
+                ),
+            },
         })
     }
 
@@ -189,6 +202,7 @@ impl Settings {
             run_workers: true,
             retention_interval: Duration::from_secs(3600),
             graphql: GraphqlSettings::default(),
+            extra_noop_projections: 0,
         }
     }
 }
