@@ -384,8 +384,17 @@ impl Follower {
             if batch.to <= place.cp {
                 continue;
             }
-            if batch.from > place.cp && self.catch_up(c, place, progress, batch.from).await? {
-                return Ok(());
+            if batch.from > place.cp {
+                if self.catch_up(c, place, progress, batch.from).await? {
+                    return Ok(());
+                }
+                // Never hand over the batch's tail past a hole: start over from the checkpoint.
+                anyhow::ensure!(
+                    place.cp >= batch.from,
+                    "could not read the log up to {:?} (reached {:?})",
+                    batch.from,
+                    place.cp
+                );
             }
             if batch.to <= place.cp {
                 continue;
