@@ -32,7 +32,13 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<EventStore> {
 }
 
 pub fn projections_for(store: &EventStore) -> ProjectionRunner {
-    let list: Vec<Arc<dyn Projection>> = vec![
+    projections_with(store, 0)
+}
+
+/// The read models, plus `extra_noop` projections that write nothing (`noop.<n>`, interested in
+/// an aggregate type nobody writes): what one more consumer of the log follower costs.
+pub fn projections_with(store: &EventStore, extra_noop: usize) -> ProjectionRunner {
+    let mut list: Vec<Arc<dyn Projection>> = vec![
         Arc::new(TeaProjection),
         Arc::new(InboxProjection),
         Arc::new(ChatProjection),
@@ -40,7 +46,38 @@ pub fn projections_for(store: &EventStore) -> ProjectionRunner {
         Arc::new(FundraisingProjection),
         Arc::new(SharingProjection),
     ];
+    for n in 0..extra_noop {
+        // Bounded by `MAX_EXTRA_NOOP_PROJECTIONS`; a projection's name is `'static`.
+        let name: &'static str = Box::leak(format!("noop.{n}").into_boxed_str());
+        list.push(Arc::new(NoopProjection(name)));
+    }
     ProjectionRunner::new(store.clone(), list)
+}
+
+/// A projection that applies nothing (see [`projections_with`]).
+struct NoopProjection(&'static str);
+
+#[async_trait::async_trait]
+impl Projection for NoopProjection {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["bench_noop"])
+    }
+
+    async fn apply(
+        &self,
+        _tx: &mut eventstore::Tx,
+        _e: &eventstore::StoredEvent,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn reset(&self, _tx: &mut eventstore::Tx) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Starts the notification sink and, with a webhook configured, the Discord sink (or only the one
@@ -126,7 +163,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let store = open_store(&settings).await?;
-        let runner = projections_for(&store);
+        let runner = projections_with(&store, settings.extra_noop_projections);
         let relay = Relay::new(store.clone(), settings.amqp_url.clone());
         let mut sinks = vec![];
         let bus = CommandBus::new(store.clone());

@@ -199,29 +199,43 @@ fn now_micros() -> DateTime<Utc> {
 }
 
 /// Runs a pass every `interval` (the first one shortly after start-up) while this process holds
-/// the job's leadership.
+/// the job's leadership; a failed pass (or lock attempt) is retried sooner, with the workers'
+/// back-off, never later than `interval`.
 pub fn spawn_worker(bus: CommandBus, interval: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(FIRST_PASS_AFTER.min(interval)).await;
+        let mut backoff = eventstore::Backoff::new(Duration::from_secs(1), interval);
         loop {
-            match bus.store().try_lead(LEADER).await {
+            let ok = match bus.store().try_lead(LEADER).await {
                 Ok(Some(_lead)) => match run_once(&bus, Utc::now(), Limits::default()).await {
-                    Ok(r) => tracing::info!(
-                        chats = r.chats_scanned,
-                        expired = r.messages_expired,
-                        operations = r.operations_expired,
-                        redacted = r.events_redacted,
-                        limit_reached = r.limit_reached,
-                        "retention pass done"
-                    ),
+                    Ok(r) => {
+                        tracing::info!(
+                            chats = r.chats_scanned,
+                            expired = r.messages_expired,
+                            operations = r.operations_expired,
+                            redacted = r.events_redacted,
+                            limit_reached = r.limit_reached,
+                            "retention pass done"
+                        );
+                        true
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "retention pass failed; next one will resume")
+                        tracing::warn!(error = %e, "retention pass failed; retrying");
+                        false
                     }
                 },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "retention job cannot take its lock"),
+                Ok(None) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention job cannot take its lock");
+                    false
+                }
+            };
+            if ok {
+                backoff.reset();
+                tokio::time::sleep(interval).await;
+            } else {
+                backoff.wait().await;
             }
-            tokio::time::sleep(interval).await;
         }
     });
 }

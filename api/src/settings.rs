@@ -41,6 +41,9 @@ pub struct Settings {
     pub graphql: GraphqlSettings,
     /// Connection-level limits of the HTTP server (`FAFCAB_HTTP_*`, `FAFCAB_MAX_CONNECTIONS`).
     pub http: HttpSettings,
+    /// No-op projections added to the log follower, to measure what a consumer costs
+    /// (`FAFCAB_EXTRA_NOOP_PROJECTIONS`, 0 to [`MAX_EXTRA_NOOP_PROJECTIONS`]; benches only).
+    pub extra_noop_projections: usize,
 }
 
 /// Bounds of every HTTP connection, before and between requests (slowloris, idle sockets).
@@ -68,6 +71,9 @@ impl Default for HttpSettings {
         }
     }
 }
+
+/// Most no-op projections `FAFCAB_EXTRA_NOOP_PROJECTIONS` may add.
+pub const MAX_EXTRA_NOOP_PROJECTIONS: usize = 100;
 
 /// Bounds of the GraphQL endpoint and its `graphql-transport-ws` connections.
 #[derive(Debug, Clone)]
@@ -125,6 +131,7 @@ impl std::fmt::Debug for Settings {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("expiry_window_days", &self.expiry_window_days)
             .field("run_workers", &self.run_workers)
+            .field("extra_noop_projections", &self.extra_noop_projections)
             .field("graphql", &self.graphql)
             .field("http", &self.http)
             .finish()
@@ -284,6 +291,11 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "FAFCAB_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Benches only: no-op projections added to the log follower, to measure what a consumer
+    /// costs (0–100).
+    #[arg(long, global = true, env = "FAFCAB_EXTRA_NOOP_PROJECTIONS", default_value_t = 0,
+          value_parser = value_parser!(u64).range(0..=MAX_EXTRA_NOOP_PROJECTIONS as u64))]
+    pub extra_noop_projections: u64,
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(
         long,
@@ -357,6 +369,7 @@ impl Settings {
                 idle_timeout: Duration::from_secs(a.http_idle_timeout_secs),
                 max_connections: a.max_connections as usize,
             },
+            extra_noop_projections: a.extra_noop_projections as usize,
         }
     }
 
@@ -394,6 +407,7 @@ impl Settings {
             retention_interval: Duration::from_secs(3600),
             graphql: GraphqlSettings::default(),
             http: HttpSettings::default(),
+            extra_noop_projections: 0,
         }
     }
 }

@@ -3,8 +3,6 @@
 //! submission, so a retry can never post twice) after checking the author is still a member, and
 //! completes or rejects the operation (settling twice records nothing).
 
-use std::time::Duration;
-
 use futures::StreamExt;
 
 use domain::chat::{
@@ -12,8 +10,7 @@ use domain::chat::{
     Submission,
 };
 use domain::{Actor, ErrorKind};
-use eventstore::checkpoints::{load_checkpoint_db, save_checkpoint};
-use eventstore::EventStore;
+use eventstore::StoredEvent;
 
 use crate::bus::RenderReply;
 use crate::{CommandBus, CommandError, Context, Executed, Idempotency};
@@ -223,91 +220,56 @@ pub async fn post_submitted_at(
     Ok(())
 }
 
-/// Runs the worker for as long as the process lives (one leader per database).
+/// Runs the worker for as long as the process lives (one leader per database): a policy on
+/// `operation` events, handed whole batches.
 pub fn spawn_worker(bus: CommandBus) {
-    tokio::spawn(async move {
-        loop {
-            if let Err(e) = run(&bus).await {
-                tracing::warn!(error = %e, "message worker interrupted; resuming from its checkpoint");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+    crate::policy::spawn_batch_policy(
+        bus,
+        WORKER,
+        &[<Operation as cqrs_es::Aggregate>::TYPE],
+        |bus, events| Box::pin(post_batch(bus, events)),
+    );
 }
 
-async fn run(bus: &CommandBus) -> anyhow::Result<()> {
-    let store: &EventStore = bus.store();
-    let Some(_lead) = store.try_lead(WORKER).await? else {
-        return Ok(());
-    };
-    let db = store.db();
-    let mut wakes = store.subscribe_types(Some(&[<Operation as cqrs_es::Aggregate>::TYPE]));
-    let mut cp = load_checkpoint_db(&db, WORKER).await?;
-    let mut saved = cp;
-    loop {
-        for w in &mut wakes {
-            w.borrow_and_update();
-        }
-        let batch = store.read_log(cp, 200).await?;
-        if batch.events.is_empty() {
-            if batch.pending {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else {
-                let any = futures_select(&mut wakes);
-                let _ = tokio::time::timeout(Duration::from_secs(2), any).await;
-            }
+/// Posts the submissions of a batch. Submissions of one chat are posted in log order; chats are
+/// independent, so up to `POST_CONCURRENCY` of them are posted at once (each post waits on
+/// several reads and two appends: in sequence, one busy chat would hold every other chat's
+/// messages back). Any failure fails the batch, which is handed over again (posting is
+/// idempotent: settled operations are skipped, a posted message is only completed).
+async fn post_batch(bus: &CommandBus, events: &[StoredEvent]) -> Result<bool, CommandError> {
+    let mut per_chat: Vec<(uuid::Uuid, Vec<Timed>)> = Vec::new();
+    for e in events {
+        if e.aggregate_type != <Operation as cqrs_es::Aggregate>::TYPE
+            || e.event_type != "MessageSubmitted"
+        {
             continue;
         }
-        // Submissions of one chat are posted in log order; chats are independent, so up to
-        // `POST_CONCURRENCY` of them are posted at once (each post waits on several reads and two
-        // appends: in sequence, one busy chat would hold every other chat's messages back).
-        let mut per_chat: Vec<(uuid::Uuid, Vec<Timed>)> = Vec::new();
-        for e in &batch.events {
-            if e.aggregate_type != <Operation as cqrs_es::Aggregate>::TYPE
-                || e.event_type != "MessageSubmitted"
-            {
-                continue;
-            }
-            let OperationEvent::MessageSubmitted { submission, at } =
-                domain::codec::decode(&e.event_type, e.payload.clone())?
-            else {
-                continue;
-            };
-            match per_chat.iter_mut().find(|(c, _)| *c == submission.chat_id) {
-                Some((_, subs)) => subs.push((submission, at)),
-                None => per_chat.push((submission.chat_id, vec![(submission, at)])),
-            }
+        let OperationEvent::MessageSubmitted { submission, at } =
+            domain::codec::decode(&e.event_type, e.payload.clone())
+                .map_err(|err| CommandError::Internal(anyhow::anyhow!("{err}")))?
+        else {
+            continue;
+        };
+        match per_chat.iter_mut().find(|(c, _)| *c == submission.chat_id) {
+            Some((_, subs)) => subs.push((submission, at)),
+            None => per_chat.push((submission.chat_id, vec![(submission, at)])),
         }
-        let handled = !per_chat.is_empty();
-        let results: Vec<Result<(), CommandError>> = futures::stream::iter(per_chat)
-            .map(|(_, subs)| async move {
-                for (sub, at) in &subs {
-                    post_submitted_at(bus, sub, Some(*at)).await?;
-                }
-                Ok(())
-            })
-            .buffer_unordered(POST_CONCURRENCY)
-            .collect()
-            .await;
-        // Any failure: the checkpoint stays, and the whole batch is read again (posting is
-        // idempotent: settled operations are skipped, a posted message is only completed).
-        if let Some(e) = results.into_iter().find_map(Result::err) {
-            return Err(anyhow::anyhow!("{e}"));
-        }
-        let to = batch.events.last().expect("non-empty").checkpoint();
-        if handled || to.position - cp.position > 1_000 {
-            let mut tx = db.begin().await?;
-            save_checkpoint(&mut tx, WORKER, saved, to).await?;
-            tx.commit().await?;
-            saved = to;
-        }
-        cp = to;
     }
-}
-
-async fn futures_select(wakes: &mut [tokio::sync::watch::Receiver<u64>]) {
-    let futs: Vec<_> = wakes.iter_mut().map(|w| Box::pin(w.changed())).collect();
-    let _ = futures::future::select_all(futs).await;
+    let handled = !per_chat.is_empty();
+    let results: Vec<Result<(), CommandError>> = futures::stream::iter(per_chat)
+        .map(|(_, subs)| async move {
+            for (sub, at) in &subs {
+                post_submitted_at(bus, sub, Some(*at)).await?;
+            }
+            Ok(())
+        })
+        .buffer_unordered(POST_CONCURRENCY)
+        .collect()
+        .await;
+    if let Some(e) = results.into_iter().find_map(Result::err) {
+        return Err(e);
+    }
+    Ok(handled)
 }
 
 /// Edits a message of chat `chat_id` (its author only); the new text is validated like a new

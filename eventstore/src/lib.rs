@@ -6,6 +6,7 @@ mod chain;
 pub mod checkpoints;
 mod db;
 pub mod fastjson;
+pub mod follow;
 mod notify;
 mod pg;
 mod redact;
@@ -22,6 +23,7 @@ pub use chain::{
     payload_hash_v1, ChainBreak, Redaction, HASH_VERSION,
 };
 pub use db::{placeholders, Arg, Db, Tx};
+pub use follow::{Backoff, Follower};
 pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 pub use types::*;
 pub use upcast::Upcasters;
@@ -52,6 +54,8 @@ pub struct EventStore {
     /// Per aggregate type: bumped after a local append to such a stream (and on every remote
     /// wake-up), so a reader interested in a few types is not woken by all the others.
     type_wakes: TypeWakes,
+    /// The process's log follower (its tail starts with its first consumer).
+    follow: std::sync::Arc<follow::Shared>,
 }
 
 #[derive(Clone)]
@@ -92,6 +96,7 @@ impl EventStore {
             wake,
             checkpoint_wake,
             type_wakes: Default::default(),
+            follow: Default::default(),
             upcasters: Upcasters::default(),
         };
         if let Backend::Pg(pg, ..) = &store.backend {
@@ -260,6 +265,12 @@ impl EventStore {
                     .subscribe()
             })
             .collect()
+    }
+
+    /// The log follower of this store: one tail that reads each new batch once and feeds every
+    /// consumer registered with [`Follower::spawn`].
+    pub fn follower(&self) -> Follower {
+        Follower::new(self.clone(), self.follow.clone())
     }
 
     /// Wakes readers, e.g. after a checkpoint moved in another component.

@@ -3,9 +3,9 @@
 //!
 //! # Public API (stable; other edges build on it)
 //!
-//! - [`LiveHub::start`]`(store).await -> anyhow::Result<LiveHub>`: reads the log head, spawns
-//!   the tail task. `LiveHub` is `Clone`; the task
-//!   ends when [`LiveHub::stop`] is called or the last clone is dropped, and every receiver then
+//! - [`LiveHub::start`]`(store).await -> anyhow::Result<LiveHub>`: reads the log head, registers
+//!   the hub with the process's log follower. `LiveHub` is `Clone`; it stops following
+//!   when [`LiveHub::stop`] is called or the last clone is dropped, and every receiver then
 //!   gets [`LiveError::Closed`].
 //! - [`Topic`]: `Chat(chat id)`, `Item(Some(item id))` / `Item(None)` (every item), `User(user id)`.
 //!   [`topics_of`] is the one place that maps a stored event to its topics.
@@ -23,8 +23,9 @@
 //!
 //! # Guarantees
 //!
-//! Live updates come only from the committed log: the tail starts at the log head when the hub
-//! starts ([`EventStore::log_head`]), reads gap-safely with [`EventStore::read_log`] (on
+//! Live updates come only from the committed log: the hub is a live consumer of the process's
+//! log follower (`eventstore::follow`) from the log head when the hub starts
+//! ([`EventStore::log_head`]); the follower reads gap-safely with [`EventStore::read_log`] (on
 //! PostgreSQL never past a transaction still in flight), and is woken by
 //! [`EventStore::subscribe`], which fires on local appends and on NOTIFY from other processes (a
 //! 2 s poll covers a lost notification). So a subscriber receives the events of every process, in
@@ -36,22 +37,19 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, LazyLock, Mutex, RwLock, Weak};
-use std::time::Duration;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use eventstore::follow::{Consumer, ConsumerHandle, Handled, Mode};
 use eventstore::{Checkpoint, Db, EventMetadata, EventStore, StoredEvent};
 use serde_json::Value;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// Events one receiver may have queued before it is lagged.
 pub const SUBSCRIBER_QUEUE: usize = 1_024;
 /// Receivers one process may hold at once; `subscribe` beyond it returns `None`.
 pub const MAX_SUBSCRIBERS: usize = 100_000;
-/// Events read from the log per batch.
-pub const TAIL_BATCH: i64 = 500;
-/// Fallback poll when no wake-up arrives.
-pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// Message ids remembered with their chat (for edits, deletes and reactions, whose payload does
 /// not carry the chat id); the map is cleared when full, then misses read `chat_messages`.
 pub const MESSAGE_CHAT_CACHE: usize = 100_000;
@@ -244,12 +242,22 @@ impl Registry {
     }
 }
 
-/// Stops the tail task when the last `LiveHub` clone goes.
-struct StopGuard(watch::Sender<bool>);
+/// Stops the hub's consumer when the last `LiveHub` clone goes.
+struct StopGuard {
+    consumer: ConsumerHandle,
+    registry: Arc<Registry>,
+}
+
+impl StopGuard {
+    fn stop(&self) {
+        self.consumer.stop();
+        self.registry.close_all();
+    }
+}
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
-        self.0.send_replace(true);
+        self.stop();
     }
 }
 
@@ -267,22 +275,25 @@ impl LiveHub {
         LazyLock::force(&LIVE_SUBSCRIBERS);
         let head = store.log_head().await?;
         let registry = Arc::new(Registry::default());
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let hub = LiveHub {
+        let feed = Feed {
             registry: registry.clone(),
-            guard: Arc::new(StopGuard(stop_tx)),
+            chats: MessageChats {
+                db: store.db(),
+                known: HashMap::new(),
+            },
         };
-        tokio::spawn(async move {
-            tail(store, head, &registry, stop_rx).await;
-            registry.close_all();
-        });
-        Ok(hub)
+        let consumer = store
+            .follower()
+            .spawn(Box::new(feed), Mode::Live(head), None);
+        Ok(LiveHub {
+            registry: registry.clone(),
+            guard: Arc::new(StopGuard { consumer, registry }),
+        })
     }
 
-    /// Stops the tail task; every receiver then ends with `Closed`.
+    /// Stops the hub's consumer; every receiver then ends with `Closed`.
     pub fn stop(&self) {
-        self.guard.0.send_replace(true);
-        self.registry.close_all();
+        self.guard.stop();
     }
 
     /// A receiver of every event of `topic` committed from now on. `None` when the process holds
@@ -450,58 +461,35 @@ impl MessageChats {
     }
 }
 
-async fn tail(
-    store: EventStore,
-    head: Checkpoint,
-    registry: &Registry,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut wake = store.subscribe();
-    let mut chats = MessageChats {
-        db: store.db(),
-        known: HashMap::new(),
-    };
-    let mut cp = head;
-    let mut pending_backoff = Duration::from_millis(1);
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        wake.borrow_and_update();
-        let batch = match store.read_log(cp, TAIL_BATCH).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "live hub cannot read the log; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => return,
-                }
-                continue;
-            }
-        };
-        if batch.events.is_empty() {
-            if batch.pending {
-                tokio::time::sleep(pending_backoff).await;
-                pending_backoff = (pending_backoff * 2).min(Duration::from_millis(20));
-            } else {
-                tokio::select! {
-                    _ = wake.changed() => {}
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
-                    _ = stop.changed() => return,
-                }
-            }
-            continue;
-        }
-        pending_backoff = Duration::from_millis(1);
-        cp = batch.events.last().expect("non-empty").checkpoint();
-        for e in batch.events {
+/// The hub as a live consumer of the process's log follower (every process, from the head at
+/// start-up, nothing stored).
+struct Feed {
+    registry: Arc<Registry>,
+    chats: MessageChats,
+}
+
+#[async_trait]
+impl Consumer for Feed {
+    fn name(&self) -> &str {
+        "live"
+    }
+
+    async fn handle(
+        &mut self,
+        _saved: Checkpoint,
+        _to: Checkpoint,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<Handled> {
+        let registry = &self.registry;
+        for e in events {
             let listened = registry.count.load(std::sync::atomic::Ordering::Relaxed) > 0;
-            let chat = chats.chat_of(&e, listened).await;
-            let topics = topics_of(&e, chat);
+            let chat = self.chats.chat_of(e, listened).await;
+            let topics = topics_of(e, chat);
             if topics.is_empty() || !registry.has_subscribers(&topics) {
                 continue;
             }
-            registry.publish(&topics, &LiveEvent::from_stored(e));
+            registry.publish(&topics, &LiveEvent::from_stored(e.clone()));
         }
+        Ok(Handled::Nothing)
     }
 }

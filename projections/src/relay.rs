@@ -12,8 +12,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use chrono::Utc;
-use eventstore::{EventStore, StoredEvent};
+use eventstore::follow::{Consumer, Handled, Mode};
+use eventstore::{Checkpoint, EventStore, StoredEvent};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -22,7 +24,7 @@ use tokio::sync::broadcast;
 
 use crate::cloudevents::to_cloud_event;
 use crate::metrics::REGISTRY;
-use crate::runtime::{load_checkpoint_db, save_checkpoint};
+use crate::runtime::load_checkpoint_db;
 
 pub const EXCHANGE: &str = "fafcab.events";
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
@@ -153,98 +155,95 @@ impl Relay {
         }
     }
 
+    /// Feeds the relay from the process's log follower (one leader per database).
     pub fn spawn(&self) {
-        let relay = self.clone();
-        tokio::spawn(async move { relay.run_forever().await });
-    }
-
-    async fn run_forever(self) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let lead = match self.store.try_lead(NAME).await {
-                Ok(Some(l)) => l,
-                Ok(None) => {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "relay cannot try leadership; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            match self.lead().await {
-                Ok(()) => backoff = Duration::from_millis(100),
-                Err(e) => {
-                    self.status.set(matches!(self.bus, Bus::InProcess(_)));
-                    tracing::warn!(error = format!("{e:#}"), retry_in = ?backoff, "relay interrupted; will resume from its checkpoint");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-            drop(lead);
-        }
-    }
-
-    /// Publishes from the checkpoint on, for as long as the bus and the database answer.
-    async fn lead(&self) -> anyhow::Result<()> {
-        let mut amqp = match &self.bus {
-            Bus::Amqp { url } => {
-                let link = open_channel(url).await?;
-                RECONNECTS.inc();
-                self.status.set(true);
-                tracing::info!("relay connected to RabbitMQ");
-                Some(link)
-            }
-            Bus::InProcess(_) => None,
+        let feed = Feed {
+            relay: self.clone(),
+            db: self.store.db(),
+            amqp: None,
         };
-        let db = self.store.db();
-        let mut wake = self.store.subscribe();
-        let mut cp = load_checkpoint_db(&db, NAME).await?;
-        loop {
-            wake.borrow_and_update();
-            let batch = self.store.read_log(cp, BATCH).await?;
-            if let Ok(head) = self.store.head_position().await {
-                BACKLOG.set((head - cp.position).max(0));
-            }
-            if batch.events.is_empty() {
-                if batch.pending {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                } else {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), wake.changed()).await;
+        self.store
+            .follower()
+            .spawn(Box::new(feed), Mode::Durable, None);
+    }
+}
+
+/// The relay as a consumer of the log follower: a session opens the broker channel, each batch
+/// is published and confirmed before the follower saves the checkpoint.
+struct Feed {
+    relay: Relay,
+    db: eventstore::Db,
+    amqp: Option<(Connection, Channel)>,
+}
+
+#[async_trait]
+impl Consumer for Feed {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        self.amqp = None;
+        if let Bus::Amqp { url } = &self.relay.bus {
+            let link = open_channel(url).await?;
+            RECONNECTS.inc();
+            self.relay.status.set(true);
+            tracing::info!("relay connected to RabbitMQ");
+            self.amqp = Some(link);
+        }
+        let cp = load_checkpoint_db(&self.db, NAME).await?;
+        self.backlog(cp).await;
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        _saved: Checkpoint,
+        to: Checkpoint,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<Handled> {
+        let messages = events
+            .iter()
+            .map(Message::of)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        match (&self.relay.bus, self.amqp.as_mut()) {
+            (Bus::Amqp { .. }, Some((_, ch))) => publish_confirmed(ch, &messages).await?,
+            (Bus::InProcess(tx), _) => {
+                for m in messages {
+                    // No subscriber is not an error: nothing in this process listens yet.
+                    let _ = tx.send(Arc::new(m));
                 }
-                if let Some((_, ch)) = &amqp {
-                    anyhow::ensure!(ch.status().connected(), "the channel to RabbitMQ closed");
-                }
-                continue;
             }
-            let messages = batch
-                .events
-                .iter()
-                .map(Message::of)
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            match (&self.bus, amqp.as_mut()) {
-                (Bus::Amqp { .. }, Some((_, ch))) => publish_confirmed(ch, &messages).await?,
-                (Bus::InProcess(tx), _) => {
-                    for m in messages {
-                        // No subscriber is not an error: nothing in this process listens yet.
-                        let _ = tx.send(Arc::new(m));
-                    }
-                }
-                (Bus::Amqp { .. }, None) => unreachable!("channel opened above"),
-            }
-            let now = Utc::now();
-            for e in &batch.events {
-                LATENCY.observe(
-                    (now - e.recorded_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6,
-                );
-            }
-            PUBLISHED.inc_by(batch.events.len() as u64);
-            let to = batch.events.last().expect("non-empty").checkpoint();
-            let mut tx = db.begin().await?;
-            save_checkpoint(&mut tx, NAME, cp, to).await?;
-            tx.commit().await?;
-            cp = to;
+            (Bus::Amqp { .. }, None) => anyhow::bail!("no channel to RabbitMQ"),
+        }
+        let now = Utc::now();
+        for e in events {
+            LATENCY
+                .observe((now - e.recorded_at).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+        }
+        PUBLISHED.inc_by(events.len() as u64);
+        self.backlog(to).await;
+        Ok(Handled::Effects)
+    }
+
+    async fn idle(&mut self) -> anyhow::Result<()> {
+        if let Some((_, ch)) = &self.amqp {
+            anyhow::ensure!(ch.status().connected(), "the channel to RabbitMQ closed");
+        }
+        Ok(())
+    }
+
+    fn failed(&self, _e: &anyhow::Error) {
+        self.relay
+            .status
+            .set(matches!(self.relay.bus, Bus::InProcess(_)));
+    }
+}
+
+impl Feed {
+    async fn backlog(&self, cp: Checkpoint) {
+        if let Ok(head) = self.relay.store.head_position().await {
+            BACKLOG.set((head - cp.position).max(0));
         }
     }
 }

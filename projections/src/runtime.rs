@@ -1,7 +1,7 @@
-//! The projection runtime: one task per projection reads the global log from its checkpoint and
-//! commits each batch of read-model changes together with the new checkpoint. It wakes on local
-//! appends and on NOTIFY from other processes; only the holder of the projection's advisory lock
-//! applies anything, and a conditional checkpoint update makes a lost lock harmless.
+//! The projection runtime: every projection is a consumer of the process's log follower
+//! (`eventstore::follow`), which hands it each new batch of the log; it commits each batch of
+//! read-model changes together with the new checkpoint. Only the holder of the projection's
+//! advisory lock applies anything, and a conditional checkpoint update makes a lost lock harmless.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,18 +10,15 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::Utc;
+use eventstore::follow::{Backoff, Consumer, Handled, Mode};
 use eventstore::{tx_exec, Checkpoint, Db, EventStore, StoredEvent, Tx};
 use tokio::sync::watch;
 use tracing::instrument;
 
-/// Events applied per transaction.
+/// Events read per query by a rebuild.
 pub const BATCH_SIZE: i64 = 500;
 /// Events a rebuild applies per `apply_batch` call (all in its one transaction).
 pub const REBUILD_BATCH: usize = 5_000;
-/// Longest a projection leaves its stored checkpoint behind while skipping events it ignores.
-pub const LAZY_SAVE: Duration = Duration::from_secs(1);
-/// Fallback poll when no wake-up arrives (a missed NOTIFY can only delay, never lose, an event).
-pub const IDLE_POLL: Duration = Duration::from_secs(2);
 
 #[async_trait]
 pub trait Projection: Send + Sync + 'static {
@@ -78,13 +75,16 @@ impl ProjectionRunner {
         self.projections.iter().map(|p| p.name()).collect()
     }
 
-    /// Spawns one worker task per projection.
+    /// Feeds every projection from the process's log follower (each under its own leadership).
     pub fn spawn(&self) {
+        let follower = self.store.follower();
         for p in &self.projections {
-            let store = self.store.clone();
-            let p = p.clone();
             let progress = self.progress[p.name()].clone();
-            tokio::spawn(async move { run_forever(store, p, progress).await });
+            follower.spawn(
+                Box::new(Feed(p.clone(), self.store.db())),
+                Mode::Durable,
+                Some(progress),
+            );
         }
     }
 
@@ -157,6 +157,7 @@ impl ProjectionRunner {
         let store = self.store.clone();
         let reader = tokio::spawn(async move {
             let mut cp = Checkpoint::START;
+            let mut pending = Backoff::pending();
             loop {
                 let batch = match store.read_log(cp, eventstore::MAX_LOG_BATCH).await {
                     Ok(b) => b,
@@ -167,11 +168,12 @@ impl ProjectionRunner {
                 };
                 if batch.events.is_empty() {
                     if batch.pending {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        pending.wait().await;
                         continue;
                     }
                     return;
                 }
+                pending.reset();
                 cp = batch.events.last().expect("non-empty").checkpoint();
                 if send.send(Ok(batch.events)).await.is_err() {
                     return;
@@ -208,105 +210,46 @@ impl ProjectionRunner {
 
 pub use eventstore::checkpoints::load_checkpoint_db;
 
-async fn run_forever(
-    store: EventStore,
-    p: Arc<dyn Projection>,
-    progress: watch::Sender<Checkpoint>,
-) {
-    let name = p.name();
-    loop {
-        let lead = match store.try_lead(name).await {
-            Ok(Some(lead)) => lead,
-            Ok(None) => {
-                // Someone else leads: follow their checkpoint for waiters, try again later.
-                if let Ok(cp) = load_checkpoint_db(&store.db(), name).await {
-                    progress.send_replace(cp);
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(projection = name, error = %e, "cannot try leadership; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        tracing::info!(projection = name, "projection worker leads");
-        if let Err(e) = lead_loop(&store, p.as_ref(), &progress).await {
-            crate::metrics::PROJECTION_ERRORS
-                .with_label_values(&[name])
-                .inc();
-            tracing::error!(
-                projection = name,
-                error = format!("{e:#}"),
-                "projection batch failed; retrying"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        drop(lead);
+/// A projection as a consumer of the process's log follower.
+struct Feed(Arc<dyn Projection>, Db);
+
+#[async_trait]
+impl Consumer for Feed {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn wants(&self, e: &StoredEvent) -> bool {
+        self.0.handles(&e.aggregate_type)
+    }
+
+    async fn handle(
+        &mut self,
+        saved: Checkpoint,
+        to: Checkpoint,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<Handled> {
+        apply_batch(&self.1, self.0.as_ref(), saved, to, events).await?;
+        Ok(Handled::Committed)
+    }
+
+    fn failed(&self, _e: &anyhow::Error) {
+        crate::metrics::PROJECTION_ERRORS
+            .with_label_values(&[self.0.name()])
+            .inc();
     }
 }
-
-async fn lead_loop(
-    store: &EventStore,
-    p: &dyn Projection,
-    progress: &watch::Sender<Checkpoint>,
-) -> anyhow::Result<()> {
-    let name = p.name();
-    let db = store.db();
-    let mut wakes = store.subscribe_types(p.aggregate_types());
-    let mut cp = load_checkpoint_db(&db, name).await?;
-    // What the checkpoint table says (it may trail `cp` across batches this model ignores).
-    let mut saved = cp;
-    let mut last_saved = std::time::Instant::now();
-    progress.send_replace(cp);
-    let mut pending_backoff = Duration::from_millis(1);
-    loop {
-        for w in &mut wakes {
-            w.borrow_and_update();
-        }
-        let batch = store.read_log(cp, BATCH_SIZE).await?;
-        if batch.events.is_empty() {
-            if batch.pending {
-                // A writer is still committing: its commit will be visible in a moment.
-                tokio::time::sleep(pending_backoff).await;
-                pending_backoff = (pending_backoff * 2).min(Duration::from_millis(50));
-            } else {
-                let any =
-                    futures::future::select_all(wakes.iter_mut().map(|w| Box::pin(w.changed())));
-                let _ = tokio::time::timeout(IDLE_POLL, any).await;
-            }
-            continue;
-        }
-        pending_backoff = Duration::from_millis(1);
-        let to = batch.events.last().expect("non-empty").checkpoint();
-        if batch.events.iter().any(|e| p.handles(&e.aggregate_type))
-            || last_saved.elapsed() > LAZY_SAVE
-        {
-            cp = apply_batch(&db, p, saved, &batch.events).await?;
-            saved = cp;
-            last_saved = std::time::Instant::now();
-            store.checkpoint_moved();
-        } else {
-            // Nothing here for this read model: move on without a write. Re-reading these
-            // events after a restart changes nothing.
-            cp = to;
-        }
-        progress.send_replace(cp);
-    }
-}
-
 #[instrument(skip_all, fields(projection = p.name(), events = events.len()))]
 async fn apply_batch(
     db: &Db,
     p: &dyn Projection,
     from: Checkpoint,
+    to: Checkpoint,
     events: &[StoredEvent],
-) -> anyhow::Result<Checkpoint> {
+) -> anyhow::Result<()> {
     let name = p.name();
     let mut tx = db.begin().await?;
     p.apply_batch(&mut tx, events).await?;
-    let to = events.last().map(|e| e.checkpoint()).unwrap_or(from);
     save_checkpoint(&mut tx, name, from, to).await?;
     tx.commit().await?;
     let now = Utc::now();
@@ -320,5 +263,5 @@ async fn apply_batch(
     crate::metrics::PROJECTION_POSITION
         .with_label_values(&[name])
         .set(to.position);
-    Ok(to)
+    Ok(())
 }

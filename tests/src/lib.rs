@@ -2,6 +2,8 @@
 //! (a new PostgreSQL database, or a new SQLite file), plus helpers to call it and to wait for
 //! conditions with a deadline (never a bare sleep).
 
+pub mod counting;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -7,6 +7,7 @@
 //! cargo build --release -p api
 //! target/release/fafcab-bench --backend postgres --clients 32 --items 200 --seconds 10
 //! target/release/fafcab-bench --backend sqlite   --clients 32 --items 200 --seconds 10
+//! target/release/fafcab-bench --backend postgres --extra-projections 10   # 10 more no-op consumers
 //! ```
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,6 +44,9 @@ struct Args {
     /// Port for the server under test.
     #[arg(long, default_value_t = 18_181)]
     port: u16,
+    /// No-op projections the server adds to its log follower (what more consumers cost).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
+    extra_projections: u16,
 }
 
 const SECRET: &str = "fafcab-bench-secret-of-at-least-32-bytes";
@@ -51,7 +55,14 @@ const SECRET: &str = "fafcab-bench-secret-of-at-least-32-bytes";
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db = benchkit::fresh_db(&args.backend, &args.pg, "fafcab_bench").await?;
-    let server = benchkit::Server::start(&db, args.port, SECRET, &[]).await?;
+    let extra = args.extra_projections.to_string();
+    let server = benchkit::Server::start(
+        &db,
+        args.port,
+        SECRET,
+        &[("FAFCAB_EXTRA_NOOP_PROJECTIONS", &extra)],
+    )
+    .await?;
     let base = server.base.clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.clients * 2)
@@ -144,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
     let lag = lag_after.minus(&lag_before);
     println!("backend            {}", args.backend);
     println!("clients / items    {} / {}", args.clients, args.items);
+    println!("extra projections  {}", args.extra_projections);
     println!("duration           {elapsed:.1} s");
     println!("commands ok        {}", lat.len());
     println!("errors             {}", errors.load(Ordering::Relaxed));

@@ -1,11 +1,12 @@
 //! Feeding a [`Sink`]: from its RabbitMQ queue, or from the log when there is no broker.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use chrono::Utc;
-use eventstore::{tx_exec, EventStore};
+use eventstore::follow::{Backoff, Consumer, Handled, Mode};
+use eventstore::{tx_exec, Checkpoint, Db, EventStore, StoredEvent};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -16,12 +17,9 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
 use super::{Incoming, Outcome, Sink, StatusCell};
 use crate::relay::{Message, EXCHANGE};
-use crate::runtime::{load_checkpoint_db, save_checkpoint};
 
 /// Dead-letter exchange shared by the sinks' queues.
 pub const DLX: &str = "fafcab.dlx";
-/// How long a log-driven sink waits after a wake-up before reading, to take a larger batch.
-pub const GATHER: Duration = Duration::from_millis(50);
 /// Unacknowledged messages a sink holds at once.
 pub const PREFETCH: u16 = 32;
 
@@ -38,16 +36,22 @@ pub fn spawn_sink(
     let status = StatusCell::default();
     status.set("starting");
     let st = status.clone();
+    let Some(url) = amqp_url else {
+        let feed = LogFeed {
+            name: format!("sink.{}", sink.name()),
+            sink,
+            db: store.db(),
+            status: status.clone(),
+        };
+        store.follower().spawn(Box::new(feed), Mode::Durable, None);
+        return status;
+    };
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::restart();
         loop {
-            let result = match &amqp_url {
-                Some(url) => from_queue(url, &prefix, sink.as_ref(), &st).await,
-                None => from_log(&store, sink.as_ref(), &st).await,
-            };
-            match result {
+            match from_queue(&url, &prefix, sink.as_ref(), &st).await {
                 Ok(Stop::Disabled) => return,
-                Ok(Stop::Ended) => backoff = Duration::from_millis(200),
+                Ok(Stop::Ended) => backoff.reset(),
                 Err(e) => {
                     st.set(format!("reconnecting: {e:#}"));
                     tracing::warn!(
@@ -57,8 +61,7 @@ pub fn spawn_sink(
                     );
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff.wait().await;
         }
     });
     status
@@ -227,43 +230,43 @@ async fn from_queue(
     Ok(Stop::Ended)
 }
 
-async fn from_log(
-    store: &EventStore,
-    sink: &dyn Sink,
-    status: &StatusCell,
-) -> anyhow::Result<Stop> {
-    let name = format!("sink.{}", sink.name());
-    let Some(_lead) = store.try_lead(&name).await? else {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        return Ok(Stop::Ended);
-    };
-    let db = store.db();
-    let mut wake = store.subscribe();
-    let mut cp = load_checkpoint_db(&db, &name).await?;
-    let mut saved = cp;
-    let mut last_saved = std::time::Instant::now();
-    status.set("ok");
-    loop {
-        wake.borrow_and_update();
-        let batch = store.read_log(cp, 200).await?;
-        if batch.events.is_empty() {
-            if batch.pending {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            } else if tokio::time::timeout(Duration::from_secs(2), wake.changed())
-                .await
-                .is_ok()
-            {
-                // Notifications need not be instant: gathering keeps this reader off the hot path.
-                tokio::time::sleep(GATHER).await;
-            }
-            continue;
-        }
-        let mut handled = false;
-        for e in &batch.events {
-            if !sink.wants(&crate::cloudevents::cloud_type(e)) {
+/// A sink fed from the log by the process's follower (no broker): leadership and checkpoint
+/// `sink.<name>`, dead letters in the `dead_letters` table.
+struct LogFeed {
+    name: String,
+    sink: Arc<dyn Sink>,
+    db: Db,
+    status: StatusCell,
+}
+
+#[async_trait]
+impl Consumer for LogFeed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants(&self, e: &StoredEvent) -> bool {
+        self.sink.wants(&crate::cloudevents::cloud_type(e))
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        self.status.set("ok");
+        Ok(())
+    }
+
+    async fn handle(
+        &mut self,
+        _saved: Checkpoint,
+        _to: Checkpoint,
+        events: &[StoredEvent],
+    ) -> anyhow::Result<Handled> {
+        let sink = self.sink.as_ref();
+        let mut handled = Handled::Nothing;
+        for e in events {
+            if !self.wants(e) {
                 continue;
             }
-            handled = true;
+            handled = Handled::Effects;
             let m = Message::of(e)?;
             let msg = Incoming {
                 id: m.id.clone(),
@@ -274,7 +277,7 @@ async fn from_log(
                 Verdict::Ack => {}
                 Verdict::Dead(reason) => {
                     tracing::warn!(sink = sink.name(), id = msg.id, reason, "dead-lettering");
-                    let mut tx = db.begin().await?;
+                    let mut tx = self.db.begin().await?;
                     tx_exec!(
                         &mut tx,
                         "INSERT INTO dead_letters (sink, event_id, type, reason, body, failed_at) \
@@ -290,18 +293,15 @@ async fn from_log(
                 }
                 Verdict::Disabled(reason) => {
                     tracing::error!(sink = sink.name(), reason, "sink disabled");
-                    status.set(format!("disabled: {reason}"));
-                    return Ok(Stop::Disabled);
+                    self.status.set(format!("disabled: {reason}"));
+                    return Ok(Handled::Stop);
                 }
             }
         }
-        cp = batch.events.last().expect("non-empty").checkpoint();
-        if handled || last_saved.elapsed() > crate::runtime::LAZY_SAVE {
-            let mut tx = db.begin().await?;
-            save_checkpoint(&mut tx, &name, saved, cp).await?;
-            tx.commit().await?;
-            saved = cp;
-            last_saved = std::time::Instant::now();
-        }
+        Ok(handled)
+    }
+
+    fn failed(&self, e: &anyhow::Error) {
+        self.status.set(format!("reconnecting: {e:#}"));
     }
 }

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 on_both_backends!(
     rebuild_equals_incremental,
-    read_model_agrees_with_aggregates
+    read_model_agrees_with_aggregates,
+    ten_consumers_survive_a_kill_mid_batch
 );
 
 async fn rebuild_equals_incremental(b: Backend) {
@@ -243,4 +244,183 @@ fn prometheus_value(name: &str) -> f64 {
         .filter(|f| f.name() == name)
         .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value()))
         .sum()
+}
+
+/// Consumers on the log follower in the crash test.
+const CONSUMERS: usize = 10;
+
+fn counted(id: &str, expected: i64, n: usize) -> eventstore::AppendRequest {
+    let meta = eventstore::EventMetadata {
+        actor: "u_1".into(),
+        correlation_id: Uuid::now_v7(),
+        causation_id: Uuid::now_v7(),
+        command_id: Uuid::now_v7(),
+    };
+    eventstore::AppendRequest {
+        aggregate_type: fafcab_tests::counting::COUNTED.into(),
+        aggregate_id: id.into(),
+        expected_sequence: expected,
+        expected_hash: None,
+        events: (0..n)
+            .map(|i| eventstore::NewEvent {
+                event_type: "Counted".into(),
+                event_version: "1.0".into(),
+                payload: json!({"n": expected + i as i64 + 1}),
+            })
+            .collect(),
+        metadata: meta,
+        claims: vec![],
+        releases: vec![],
+        idempotency: None,
+    }
+}
+
+/// Appends `rounds` × 10 streams × 50 events (and one event of another type per round, which
+/// the counting projections skip); `seq` holds each stream's last sequence.
+async fn append_rounds(store: &EventStore, seq: &mut [i64], rounds: usize) {
+    for _ in 0..rounds {
+        for (s, last) in seq.iter_mut().enumerate() {
+            store
+                .append(counted(&format!("s{s}"), *last, 50))
+                .await
+                .unwrap();
+            *last += 50;
+        }
+        let mut other = counted(&Uuid::now_v7().to_string(), 0, 1);
+        other.aggregate_type = "other".into();
+        store.append(other).await.unwrap();
+    }
+}
+
+/// What every counting read model must hold: per stream, its events and the sum of their
+/// positions, folded from the log.
+async fn fold(store: &EventStore) -> Vec<(String, i64, i64)> {
+    let mut per: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    let mut cp = eventstore::Checkpoint::START;
+    loop {
+        let batch = store.read_log(cp, 1_000).await.unwrap();
+        let Some(last) = batch.events.last() else {
+            break;
+        };
+        cp = last.checkpoint();
+        for e in &batch.events {
+            if e.aggregate_type == fafcab_tests::counting::COUNTED {
+                let r = per.entry(e.aggregate_id.clone()).or_default();
+                r.0 += 1;
+                r.1 += e.position;
+            }
+        }
+    }
+    per.into_iter().map(|(k, (n, s))| (k, n, s)).collect()
+}
+
+async fn counts(store: &EventStore, projection: &str) -> Vec<(String, i64, i64)> {
+    eventstore::db_fetch_all!(
+        &store.db(),
+        (String, i64, i64),
+        "SELECT aggregate_id, n, pos_sum FROM follow_counts WHERE projection = $1 ORDER BY aggregate_id",
+        projection
+    )
+    .unwrap()
+}
+
+/// Kills a child process (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Ten projections on one process's log follower; the process is killed (SIGKILL) while they
+/// apply batches, more events are appended, a new follower takes over from the stored
+/// checkpoints: every read model equals a fresh fold of the log (nothing lost, nothing applied
+/// twice).
+async fn ten_consumers_survive_a_kill_mid_batch(b: Backend) {
+    let url = fresh_database(b).await;
+    let store = EventStore::connect(&url, 4).await.unwrap();
+    fafcab_tests::counting::create_table(&store.db())
+        .await
+        .unwrap();
+    let mut seq = vec![0i64; 10];
+    // SQLite is single-process: its writers would collide, so the log is written before the
+    // child starts (it is killed while catching up alone). On PostgreSQL appends go on while
+    // the child follows the shared tail.
+    let concurrent = b == Backend::Postgres;
+    append_rounds(&store, &mut seq, if concurrent { 2 } else { 8 }).await;
+    let mut child = Child(
+        std::process::Command::new(env!("CARGO_BIN_EXE_follower-crash-child"))
+            .arg(CONSUMERS.to_string())
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let names: Vec<String> = (0..CONSUMERS).map(|i| format!("count.{i}")).collect();
+    let db = store.db();
+    // Kill the child as soon as some consumer committed a batch (of the later rounds, when
+    // appending concurrently) while others are still behind: they are inside a batch.
+    let first_phase = if concurrent {
+        store.log_head().await.unwrap()
+    } else {
+        eventstore::Checkpoint::START
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let behind = loop {
+        if concurrent {
+            append_rounds(&store, &mut seq, 1).await;
+        } else {
+            // Polling with a deadline: the child works in another process.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let head = store.log_head().await.unwrap();
+        let mut cps = vec![];
+        for n in &names {
+            cps.push(
+                projections::runtime::load_checkpoint_db(&db, n)
+                    .await
+                    .unwrap(),
+            );
+        }
+        if cps.iter().any(|c| *c > first_phase) && cps.iter().any(|c| *c < head) {
+            child.0.kill().unwrap();
+            child.0.wait().unwrap();
+            break cps.iter().filter(|c| **c < head).count();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child applied nothing in time: {cps:?}"
+        );
+    };
+    assert!(behind > 0);
+    append_rounds(&store, &mut seq, 1).await;
+    // Restart: a new follower with the same consumers resumes from the stored checkpoints.
+    let restarted = EventStore::connect(&url, 16).await.unwrap();
+    let runner = projections::ProjectionRunner::new(
+        restarted.clone(),
+        fafcab_tests::counting::counting(CONSUMERS),
+    );
+    runner.spawn();
+    let head = store.log_head().await.unwrap();
+    for n in &names {
+        assert!(
+            runner.wait_for(n, head, Duration::from_secs(120)).await,
+            "{n} did not catch up after the restart"
+        );
+    }
+    let expected = fold(&store).await;
+    assert_eq!(expected.len(), 10);
+    assert_eq!(
+        expected.iter().map(|r| r.1).sum::<i64>(),
+        seq.iter().sum::<i64>()
+    );
+    for n in &names {
+        assert_eq!(
+            counts(&store, n).await,
+            expected,
+            "read model {n} after the kill"
+        );
+    }
 }
