@@ -7,6 +7,7 @@ pub mod checkpoints;
 mod db;
 pub mod fastjson;
 pub mod follow;
+mod group;
 mod notify;
 mod pg;
 mod redact;
@@ -24,6 +25,7 @@ pub use chain::{
 };
 pub use db::{placeholders, Arg, Db, Tx};
 pub use follow::{Backoff, Follower};
+pub use group::{GroupCommitStats, MAX_BATCH_APPENDS, MAX_BATCH_EVENTS};
 pub use redact::{RedactRequest, MAX_REDACTIONS_PER_CALL};
 pub use types::*;
 pub use upcast::Upcasters;
@@ -56,6 +58,8 @@ pub struct EventStore {
     type_wakes: TypeWakes,
     /// The process's log follower (its tail starts with its first consumer).
     follow: std::sync::Arc<follow::Shared>,
+    /// Appends waiting for, or in, this process's group commit.
+    appends: std::sync::Arc<group::Queue>,
 }
 
 #[derive(Clone)]
@@ -98,6 +102,7 @@ impl EventStore {
             type_wakes: Default::default(),
             follow: Default::default(),
             upcasters: Upcasters::default(),
+            appends: Default::default(),
         };
         if let Backend::Pg(pg, ..) = &store.backend {
             pg.spawn_listener(
@@ -151,7 +156,9 @@ impl EventStore {
     }
 
     /// Appends events to one stream if its last sequence is still `expected_sequence`, together
-    /// with the request's claims and idempotency record, in one transaction.
+    /// with the request's claims and idempotency record, in one transaction. Appends made
+    /// concurrently in this process share that transaction (group commit, see `group`); each
+    /// still succeeds or fails on its own.
     pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
         if req.events.is_empty() || req.events.len() > MAX_EVENTS_PER_APPEND {
             return Err(AppendError::Store(anyhow::anyhow!(
@@ -159,19 +166,84 @@ impl EventStore {
                 req.events.len()
             )));
         }
-        let aggregate_type = req.aggregate_type.clone();
-        let stored = match &self.backend {
-            Backend::Pg(s, ..) => s.append(req).await?,
-            Backend::Sqlite(s) => s.append(req).await?,
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.appends.push(group::Waiting { req, reply }) {
+            let store = self.clone();
+            tokio::spawn(async move { store.flush_appends().await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(AppendError::Store(anyhow::anyhow!(
+                "the append was interrupted (its flush task stopped); it may or may not have committed"
+            )))
+        })
+    }
+
+    /// The flush task: commits batches of queued appends until none is left, then wakes readers
+    /// once per batch.
+    async fn flush_appends(&self) {
+        let mut guard = group::FlushGuard {
+            queue: &self.appends,
+            done: false,
         };
-        if let Some(tx) = self.type_wakes.lock().expect("wakes").get(&aggregate_type) {
-            tx.send_modify(|n| *n = n.wrapping_add(1));
+        while let Some(batch) = self.appends.next_batch() {
+            let (reqs, replies): (Vec<_>, Vec<_>) =
+                batch.into_iter().map(|w| (w.req, w.reply)).unzip();
+            let results = self.commit_batch(reqs).await;
+            for (result, reply) in results.into_iter().zip(replies) {
+                // A caller that stopped waiting no longer needs its answer.
+                let _ = reply.send(result);
+            }
         }
-        self.wake.send_modify(|n| *n = n.wrapping_add(1));
-        if let Backend::Pg(_, events, _) = &self.backend {
-            events.ping();
+        guard.done = true;
+    }
+
+    /// Commits one batch (appends to distinct streams) and wakes readers once.
+    async fn commit_batch(&self, reqs: Vec<AppendRequest>) -> Vec<group::AppendResult> {
+        let results = match &self.backend {
+            Backend::Pg(s, ..) => s.append_batch(reqs).await,
+            Backend::Sqlite(s) => s.append_batch(reqs).await,
+        };
+        let mut woken = std::collections::HashSet::new();
+        for stored in results.iter().flatten() {
+            if let Some(e) = stored.first() {
+                woken.insert(e.aggregate_type.as_str());
+            }
         }
-        Ok(stored)
+        if !woken.is_empty() {
+            {
+                let wakes = self.type_wakes.lock().expect("wakes");
+                for ty in &woken {
+                    if let Some(tx) = wakes.get(*ty) {
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+            }
+            self.wake.send_modify(|n| *n = n.wrapping_add(1));
+            if let Backend::Pg(_, events, _) = &self.backend {
+                events.ping();
+            }
+        }
+        results
+    }
+
+    /// Test support: commits exactly these appends (to distinct streams) as one batch, the way
+    /// the group commit does, so a test can choose what shares a transaction.
+    #[doc(hidden)]
+    pub async fn append_batch_for_tests(
+        &self,
+        reqs: Vec<AppendRequest>,
+    ) -> Vec<Result<Vec<StoredEvent>, AppendError>> {
+        let streams: std::collections::HashSet<_> = reqs
+            .iter()
+            .map(|r| (&r.aggregate_type, &r.aggregate_id))
+            .collect();
+        assert_eq!(streams.len(), reqs.len(), "a batch holds distinct streams");
+        self.commit_batch(reqs).await
+    }
+
+    /// What the group commit of this process has done so far.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.appends.stats()
     }
 
     /// Reads committed events after `after`, in log order. Never skips an event that commits

@@ -12,6 +12,7 @@ use sqlx::{Connection, PgPool, Row};
 use tokio::sync::watch;
 
 use crate::chain::{insert_sql, prepare, stored as stored_event};
+use crate::group::AppendResult;
 use crate::{
     AppendError, AppendRequest, Checkpoint, EventMetadata, IdempotencyRecord, Leadership,
     LoadedEvent, LogBatch, StoredEvent,
@@ -150,9 +151,9 @@ impl PgStore {
     }
 
     pub async fn append(&self, req: AppendRequest) -> Result<Vec<StoredEvent>, AppendError> {
-        let simple = req.claims.is_empty() && req.releases.is_empty() && req.idempotency.is_none();
-        if let (true, Some(prev)) = (simple, req.expected_hash.clone()) {
+        if is_simple(&req) {
             // One statement in its own implicit transaction: nothing to read first.
+            let prev = req.expected_hash.clone().unwrap_or_default();
             let mut conn = self
                 .pool
                 .acquire()
@@ -161,84 +162,93 @@ impl PgStore {
             return insert_events(&mut conn, &req, prev).await;
         }
         let mut tx = self.pool.begin().await.context("failed to begin")?;
-        let prev_hash = match req.expected_hash.clone() {
-            Some(h) => h,
-            None => {
-                let last = sqlx::query(
-                    "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-                     ORDER BY sequence DESC LIMIT 1",
-                )
-                .bind(&req.aggregate_type)
-                .bind(&req.aggregate_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .context("failed to read the stream head")?;
-                let (last_seq, hash): (i64, Vec<u8>) = match last {
-                    Some(r) => (r.get("sequence"), r.get("hash")),
-                    None => (0, Vec::new()),
-                };
-                if last_seq != req.expected_sequence {
-                    return Err(AppendError::Conflict);
-                }
-                hash
-            }
-        };
-        // First: a concurrent duplicate waits here for the original and then replays it,
-        // instead of tripping over the claims the original made.
-        if let Some(idem) = &req.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
-            )
-            .bind(&idem.user_id)
-            .bind(&idem.key)
-            .bind(&idem.request_hash)
-            .bind(idem.status as i32)
-            .bind(&idem.body)
-            .execute(&mut *tx)
-            .await
-            .context("failed to store the idempotency record")?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(AppendError::IdempotencyKeyUsed);
-            }
-        }
-        for c in &req.releases {
-            sqlx::query("DELETE FROM claims WHERE scope = $1 AND value = $2 AND owner = $3")
-                .bind(&c.scope)
-                .bind(&c.value)
-                .bind(&c.owner)
-                .execute(&mut *tx)
-                .await
-                .context("failed to release a claim")?;
-        }
-        for c in &req.claims {
-            let inserted = sqlx::query(
-                "INSERT INTO claims (scope, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&c.scope)
-            .bind(&c.value)
-            .bind(&c.owner)
-            .execute(&mut *tx)
-            .await
-            .context("failed to claim")?
-            .rows_affected();
-            if inserted == 0 {
-                let owner: Option<String> =
-                    sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND value = $2")
-                        .bind(&c.scope)
-                        .bind(&c.value)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .context("failed to read a claim")?;
-                if owner.as_deref() != Some(c.owner.as_str()) {
-                    return Err(AppendError::ClaimTaken(c.clone()));
-                }
-            }
-        }
-        let stored = insert_events(&mut tx, &req, prev_hash).await?;
+        let stored = append_in_tx(&mut tx, &req).await?;
         tx.commit().await.map_err(map_insert_error)?;
         Ok(stored)
+    }
+
+    /// Commits a batch of appends to distinct streams in one transaction; each request gets its
+    /// own result. Plain appends go in one statement that inserts only the requests whose stream
+    /// is still at the expected sequence (the others are conflicts); an append with claims, an
+    /// idempotency record or no known head hash runs inside a savepoint, so its failure is rolled
+    /// back alone. Anything unexpected (a writer of another process racing on a stream, a lost
+    /// connection) rolls the batch back and appends each request on its own.
+    pub async fn append_batch(&self, reqs: Vec<AppendRequest>) -> Vec<AppendResult> {
+        if reqs.len() == 1 {
+            let req = reqs.into_iter().next().expect("one");
+            return vec![self.append(req).await];
+        }
+        let (plain, other): (Vec<usize>, Vec<usize>) =
+            (0..reqs.len()).partition(|&i| is_simple(&reqs[i]));
+        let outcome = if other.is_empty() {
+            // Nothing to roll back on its own: one statement, its own implicit transaction.
+            match self.pool.acquire().await {
+                Ok(mut conn) => insert_plain(&mut conn, &reqs, &plain).await.map(|r| {
+                    let mut results: Vec<Option<AppendResult>> =
+                        reqs.iter().map(|_| None).collect();
+                    for (i, r) in plain.iter().zip(r) {
+                        results[*i] = Some(r);
+                    }
+                    results
+                }),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.batch_in_tx(&reqs, &plain, &other).await
+        };
+        match outcome {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.expect("every request answered"))
+                .collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, appends = reqs.len(), "batch append failed; appending one by one");
+                let mut out = Vec::with_capacity(reqs.len());
+                for req in reqs {
+                    out.push(self.append(req).await);
+                }
+                out
+            }
+        }
+    }
+
+    async fn batch_in_tx(
+        &self,
+        reqs: &[AppendRequest],
+        plain: &[usize],
+        other: &[usize],
+    ) -> Result<Vec<Option<AppendResult>>, sqlx::Error> {
+        let mut results: Vec<Option<AppendResult>> = reqs.iter().map(|_| None).collect();
+        let mut tx = self.pool.begin().await?;
+        for &i in other {
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match append_in_tx(&mut sp, &reqs[i]).await {
+                Ok(stored) => {
+                    sp.commit().await?;
+                    results[i] = Some(Ok(stored));
+                }
+                Err(e) => {
+                    sp.rollback().await?;
+                    results[i] = Some(Err(e));
+                }
+            }
+        }
+        if !plain.is_empty() {
+            for (i, r) in plain.iter().zip(insert_plain(&mut tx, reqs, plain).await?) {
+                results[*i] = Some(r);
+            }
+        }
+        if let Err(e) = tx.commit().await {
+            // The outcome is unknown (the commit may have reached the server): say so to each
+            // request that would have committed, never retry it.
+            let msg = format!("failed to commit a batch of appends: {e}");
+            for r in results.iter_mut() {
+                if matches!(r, Some(Ok(_))) {
+                    *r = Some(Err(AppendError::Store(anyhow::anyhow!(msg.clone()))));
+                }
+            }
+        }
+        Ok(results)
     }
 
     pub async fn read_log(&self, after: Checkpoint, limit: i64) -> anyhow::Result<LogBatch> {
@@ -412,6 +422,237 @@ async fn insert_events(
         })
         .collect())
 }
+
+/// An append that needs nothing but its events inserted: no claims, releases or idempotency
+/// record, and the caller knows the head's hash (so nothing is read first).
+fn is_simple(req: &AppendRequest) -> bool {
+    req.claims.is_empty()
+        && req.releases.is_empty()
+        && req.idempotency.is_none()
+        && req.expected_hash.is_some()
+}
+
+/// The head check, idempotency record, claims and events of one append, inside a transaction
+/// (or a savepoint) the caller commits.
+async fn append_in_tx(
+    conn: &mut sqlx::PgConnection,
+    req: &AppendRequest,
+) -> Result<Vec<StoredEvent>, AppendError> {
+    let prev_hash = match req.expected_hash.clone() {
+        Some(h) => h,
+        None => {
+            let last = sqlx::query(
+                "SELECT sequence, hash FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                 ORDER BY sequence DESC LIMIT 1",
+            )
+            .bind(&req.aggregate_type)
+            .bind(&req.aggregate_id)
+            .fetch_optional(&mut *conn)
+            .await
+            .context("failed to read the stream head")?;
+            let (last_seq, hash): (i64, Vec<u8>) = match last {
+                Some(r) => (r.get("sequence"), r.get("hash")),
+                None => (0, Vec::new()),
+            };
+            if last_seq != req.expected_sequence {
+                return Err(AppendError::Conflict);
+            }
+            hash
+        }
+    };
+    // First: a concurrent duplicate waits here for the original and then replays it,
+    // instead of tripping over the claims the original made.
+    if let Some(idem) = &req.idempotency {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, request_hash, status, body, created_at) \
+             VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT DO NOTHING",
+        )
+        .bind(&idem.user_id)
+        .bind(&idem.key)
+        .bind(&idem.request_hash)
+        .bind(idem.status as i32)
+        .bind(&idem.body)
+        .execute(&mut *conn)
+        .await
+        .context("failed to store the idempotency record")?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(AppendError::IdempotencyKeyUsed);
+        }
+    }
+    for c in &req.releases {
+        sqlx::query("DELETE FROM claims WHERE scope = $1 AND value = $2 AND owner = $3")
+            .bind(&c.scope)
+            .bind(&c.value)
+            .bind(&c.owner)
+            .execute(&mut *conn)
+            .await
+            .context("failed to release a claim")?;
+    }
+    for c in &req.claims {
+        let inserted = sqlx::query(
+            "INSERT INTO claims (scope, value, owner) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.scope)
+        .bind(&c.value)
+        .bind(&c.owner)
+        .execute(&mut *conn)
+        .await
+        .context("failed to claim")?
+        .rows_affected();
+        if inserted == 0 {
+            let owner: Option<String> =
+                sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND value = $2")
+                    .bind(&c.scope)
+                    .bind(&c.value)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .context("failed to read a claim")?;
+            if owner.as_deref() != Some(c.owner.as_str()) {
+                return Err(AppendError::ClaimTaken(c.clone()));
+            }
+        }
+    }
+    insert_events(conn, req, prev_hash).await
+}
+
+/// Inserts the events of the plain appends `which` of `reqs` (distinct streams) with one
+/// statement that skips every append whose stream is no longer at its expected sequence: those
+/// are conflicts. An error (e.g. another process inserted the same sequence meanwhile) fails
+/// the statement as a whole.
+async fn insert_plain(
+    conn: &mut sqlx::PgConnection,
+    reqs: &[AppendRequest],
+    which: &[usize],
+) -> Result<Vec<AppendResult>, sqlx::Error> {
+    let recorded_at = crate::chain::now_micros();
+    let n: usize = which.iter().map(|&i| reqs[i].events.len()).sum();
+    let prepared: Vec<_> = which
+        .iter()
+        .map(|&i| {
+            let req = &reqs[i];
+            let prev = req.expected_hash.clone().unwrap_or_default();
+            prepare(req, req.expected_sequence, prev, &recorded_at)
+        })
+        .collect();
+    let mut cols = PlainColumns::with_capacity(n);
+    for (&i, p) in which.iter().zip(&prepared) {
+        let req = &reqs[i];
+        let metadata = serde_json::to_value(&req.metadata).unwrap_or_default();
+        for (ev, e) in req.events.iter().zip(p) {
+            cols.types.push(req.aggregate_type.as_str());
+            cols.ids.push(req.aggregate_id.as_str());
+            cols.sequences.push(e.sequence);
+            cols.event_types.push(ev.event_type.as_str());
+            cols.versions.push(ev.event_version.as_str());
+            cols.payloads.push(&ev.payload);
+            cols.metadata.push(metadata.clone());
+            cols.event_ids.push(e.event_id);
+            cols.payload_hashes.push(e.payload_hash.as_slice());
+            cols.hashes.push(e.hash.as_slice());
+            cols.expected.push(req.expected_sequence);
+        }
+    }
+    let times = vec![recorded_at; n];
+    let rows = sqlx::query(PLAIN_INSERT)
+        .bind(&cols.types)
+        .bind(&cols.ids)
+        .bind(&cols.sequences)
+        .bind(&cols.event_types)
+        .bind(&cols.versions)
+        .bind(&cols.payloads)
+        .bind(&cols.metadata)
+        .bind(&cols.event_ids)
+        .bind(&times)
+        .bind(&cols.payload_hashes)
+        .bind(&cols.hashes)
+        .bind(&cols.expected)
+        .bind(crate::HASH_VERSION)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut places = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let tx: String = r.get("tx");
+        let tx_id: u64 = tx.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        places.insert(
+            (
+                r.get::<String, _>("aggregate_type"),
+                r.get::<String, _>("aggregate_id"),
+                r.get::<i64, _>("sequence"),
+            ),
+            (r.get::<i64, _>("position"), tx_id),
+        );
+    }
+    Ok(which
+        .iter()
+        .zip(&prepared)
+        .map(|(&i, p)| {
+            let req = &reqs[i];
+            let mut out = Vec::with_capacity(p.len());
+            for (k, e) in p.iter().enumerate() {
+                let key = (
+                    req.aggregate_type.clone(),
+                    req.aggregate_id.clone(),
+                    e.sequence,
+                );
+                match places.get(&key) {
+                    Some(&(position, tx_id)) => {
+                        out.push(stored_event(req, k, e, position, tx_id, recorded_at))
+                    }
+                    // Skipped: the stream moved past the expected sequence.
+                    None => return Err(AppendError::Conflict),
+                }
+            }
+            Ok(out)
+        })
+        .collect())
+}
+
+/// The plain appends of a batch, column by column (one array parameter per column).
+struct PlainColumns<'a> {
+    types: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    sequences: Vec<i64>,
+    event_types: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    payloads: Vec<&'a Value>,
+    metadata: Vec<Value>,
+    event_ids: Vec<uuid::Uuid>,
+    payload_hashes: Vec<&'a [u8]>,
+    hashes: Vec<&'a [u8]>,
+    expected: Vec<i64>,
+}
+
+impl PlainColumns<'_> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            types: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            sequences: Vec::with_capacity(n),
+            event_types: Vec::with_capacity(n),
+            versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            metadata: Vec::with_capacity(n),
+            event_ids: Vec::with_capacity(n),
+            payload_hashes: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+        }
+    }
+}
+
+/// Rows whose stream head is not their append's expected sequence are left out. The head is
+/// read in the statement's snapshot, so every row of one append sees the same head.
+const PLAIN_INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, event_id, recorded_at, payload_hash, hash, hash_version) \
+     SELECT v.t, v.i, v.s, v.et, v.ev, v.p, v.m, v.eid, v.at, v.ph, v.h, 2 \
+     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::jsonb[], \
+                 $7::jsonb[], $8::uuid[], $9::timestamptz[], $10::bytea[], $11::bytea[], $12::int8[]) \
+          WITH ORDINALITY AS v(t, i, s, et, ev, p, m, eid, at, ph, h, expected, ord) \
+     WHERE coalesce((SELECT max(e.sequence) FROM events e \
+                     WHERE e.aggregate_type = v.t AND e.aggregate_id = v.i), 0) = v.expected \
+     ORDER BY v.ord \
+     RETURNING aggregate_type, aggregate_id, sequence, position, tx_id::text AS tx";
 
 fn lock_key(name: &str) -> i64 {
     use sha2::{Digest, Sha256};

@@ -1,6 +1,7 @@
 //! One conformance suite for both event-store backends: append/load, optimistic concurrency,
 //! reading the global log from a checkpoint, upcasting, the hash chain, metadata, claims,
-//! idempotency records and leadership. PostgreSQL additionally proves gap-safe reads.
+//! idempotency records, leadership and group commit (concurrent appends sharing a transaction,
+//! each failing alone). PostgreSQL additionally proves gap-safe reads and the batch fallback.
 
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ on_both_backends!(
     upcasts_old_event_versions,
     hash_chain_detects_tampering,
     claims_and_idempotency_records,
+    group_commit_lands_concurrent_appends_with_their_versions_and_chains,
+    group_commit_failure_in_a_batch_fails_only_that_append,
+    group_commit_conflict_is_retried_alone_by_the_command_bus,
 );
 
 /// A minimal aggregate whose `Added` event went from v1 `{n}` to v2 `{amount}`.
@@ -54,6 +58,11 @@ impl std::fmt::Display for Never {
     }
 }
 impl std::error::Error for Never {}
+impl domain::DomainError for Never {
+    fn kind(&self) -> domain::ErrorKind {
+        domain::ErrorKind::Validation
+    }
+}
 
 impl Aggregate for Counter {
     const TYPE: &'static str = "counter";
@@ -482,4 +491,333 @@ async fn postgres_leadership_is_exclusive() {
         async move { b.try_lead("tea").await.unwrap() }
     })
     .await;
+}
+
+/// Group commit: many tasks append to their own streams at once, each several times (one or two
+/// events, with and without the head's hash). Every append lands at its sequence, the chains and
+/// the log verify, and appends did share transactions.
+async fn group_commit_lands_concurrent_appends_with_their_versions_and_chains(b: Backend) {
+    const STREAMS: usize = 48;
+    const ROUNDS: i64 = 6;
+    let s = store(b).await;
+    let mut tasks = vec![];
+    for k in 0..STREAMS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("g{k}");
+            let (mut seq, mut hash) = (0i64, Some(Vec::new()));
+            let mut landed = vec![];
+            for round in 0..ROUNDS {
+                let n = if (k as i64 + round) % 3 == 0 { 2 } else { 1 };
+                let mut r = req(&id, seq, (0..n).map(|i| added(round * 10 + i)).collect());
+                // Every other stream makes the store read its head (the savepoint path).
+                r.expected_hash = if k % 2 == 0 { hash.clone() } else { None };
+                let stored = s.append(r).await.expect("append lands");
+                assert_eq!(
+                    stored.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+                    (seq + 1..=seq + n).collect::<Vec<_>>()
+                );
+                seq += n;
+                hash = Some(stored.last().unwrap().hash.clone());
+                landed.extend(stored);
+            }
+            landed
+        }));
+    }
+    let mut landed = vec![];
+    for t in tasks {
+        landed.extend(t.await.unwrap());
+    }
+    let total = landed.len();
+    let stats = s.group_commit_stats();
+    assert_eq!(stats.appends, STREAMS as u64 * ROUNDS as u64);
+    assert!(
+        stats.largest_batch > 1 && stats.batches < stats.appends,
+        "concurrent appends share transactions: {stats:?}"
+    );
+    assert!(stats.largest_batch <= eventstore::MAX_BATCH_APPENDS as u64);
+    // The log holds exactly what each append returned, positions unique.
+    let log = read_n(&s, Checkpoint::START, total).await;
+    assert_eq!(log.len(), total);
+    let mut by_id: std::collections::HashMap<_, _> =
+        landed.iter().map(|e| (e.event_id, e)).collect();
+    for e in &log {
+        assert_eq!(by_id.remove(&e.event_id), Some(e), "stored as returned");
+    }
+    assert!(by_id.is_empty());
+    if b == Backend::Postgres {
+        let txs: std::collections::HashSet<_> = log.iter().map(|e| e.tx_id).collect();
+        assert!(
+            txs.len() < STREAMS * ROUNDS as usize,
+            "appends of different streams committed in one transaction"
+        );
+    }
+    for k in 0..STREAMS {
+        let events = s.load::<Counter>(&format!("g{k}"), 0).await.unwrap();
+        let seqs: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+        assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    }
+    let report = s.verify_chains().await.unwrap();
+    assert_eq!(
+        (report.streams, report.events, report.first_break),
+        (STREAMS as u64, total as u64, None)
+    );
+}
+
+/// One batch (one transaction) holding good appends next to a stale sequence (with and without
+/// the head's hash), a claim taken by an earlier append of the same batch and a used
+/// idempotency key: only those fail; the rest commit together, claims and idempotency records
+/// with their events.
+async fn group_commit_failure_in_a_batch_fails_only_that_append(b: Backend) {
+    let s = store(b).await;
+    let mut heads = vec![];
+    for k in 0..4 {
+        let first = s
+            .append(req(&format!("b{k}"), 0, vec![added(1)]))
+            .await
+            .unwrap();
+        heads.push(first[0].hash.clone());
+    }
+    let claim = |owner: &str| Claim {
+        scope: "item.name".into(),
+        value: "tea".into(),
+        owner: owner.into(),
+    };
+    let record = |body: &str| IdempotencyRecord {
+        user_id: "u_1".into(),
+        key: "k1".into(),
+        request_hash: "h".into(),
+        status: 201,
+        body: body.into(),
+    };
+    // 0: fine (hash known)   1: stale, hash known   2: stale, head read   3: fine, head read
+    let mut fine = req("b0", 1, vec![added(2), added(3)]);
+    fine.expected_hash = Some(heads[0].clone());
+    let mut stale_hash = req("b1", 0, vec![added(2)]);
+    stale_hash.expected_hash = Some(Vec::new());
+    let stale_read = req("b2", 0, vec![added(2)]);
+    let fine_read = req("b3", 1, vec![added(2)]);
+    // 4: claims "tea"   5: claims "tea" too   6: idempotency key   7: same key again
+    let mut claims_tea = req("c_x", 0, vec![added(1)]);
+    claims_tea.claims = vec![claim("c_x")];
+    let mut claims_again = req("c_y", 0, vec![added(1)]);
+    claims_again.claims = vec![claim("c_y")];
+    let mut keyed = req("k_a", 0, vec![added(1)]);
+    keyed.idempotency = Some(record("first"));
+    let mut keyed_again = req("k_b", 0, vec![added(1)]);
+    keyed_again.idempotency = Some(record("second"));
+    let results = s
+        .append_batch_for_tests(vec![
+            fine,
+            stale_hash,
+            stale_read,
+            fine_read,
+            claims_tea,
+            claims_again,
+            keyed,
+            keyed_again,
+        ])
+        .await;
+    let verdict: Vec<&str> = results
+        .iter()
+        .map(|r| match r {
+            Ok(_) => "ok",
+            Err(AppendError::Conflict) => "conflict",
+            Err(AppendError::ClaimTaken(_)) => "taken",
+            Err(AppendError::IdempotencyKeyUsed) => "key used",
+            Err(AppendError::Store(e)) => panic!("store error: {e:#}"),
+        })
+        .collect();
+    assert_eq!(
+        verdict,
+        ["ok", "conflict", "conflict", "ok", "ok", "taken", "ok", "key used"]
+    );
+    let ok: Vec<&eventstore::StoredEvent> = results.iter().flatten().flatten().collect();
+    assert_eq!(ok.len(), 5);
+    assert_eq!(
+        results[0]
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.sequence)
+            .collect::<Vec<_>>(),
+        [2, 3]
+    );
+    if b == Backend::Postgres {
+        assert!(
+            ok.iter().all(|e| e.tx_id == ok[0].tx_id),
+            "the batch committed as one transaction"
+        );
+    }
+    // What failed left nothing behind; what succeeded is in the log, as returned.
+    for (id, n) in [
+        ("b0", 3),
+        ("b1", 1),
+        ("b2", 1),
+        ("b3", 2),
+        ("c_x", 1),
+        ("c_y", 0),
+        ("k_a", 1),
+        ("k_b", 0),
+    ] {
+        assert_eq!(
+            s.load::<Counter>(id, 0).await.unwrap().len(),
+            n,
+            "stream {id}"
+        );
+    }
+    let log = read_n(&s, Checkpoint::START, 9).await;
+    for e in &ok {
+        assert!(
+            log.contains(e),
+            "{} {} in the log",
+            e.aggregate_id,
+            e.sequence
+        );
+    }
+    // The claim and the idempotency record committed with their events.
+    let mut steal = req("c_z", 0, vec![added(1)]);
+    steal.claims = vec![claim("c_z")];
+    assert!(matches!(
+        s.append(steal).await,
+        Err(AppendError::ClaimTaken(_))
+    ));
+    assert_eq!(
+        s.idempotent_response("u_1", "k1").await.unwrap(),
+        Some(record("first"))
+    );
+    assert_eq!(s.verify_chains().await.unwrap().first_break, None);
+}
+
+/// Two processes (two stores, two command buses) on one database: process A's cached state of
+/// one counter goes stale, then A runs commands on many counters at once. The stale one conflicts
+/// in its batch and is retried alone; every command lands exactly once.
+async fn group_commit_conflict_is_retried_alone_by_the_command_bus(b: Backend) {
+    let url = fresh_database(b).await;
+    let a = commands::CommandBus::new(EventStore::connect(&url, 8).await.unwrap());
+    let other = commands::CommandBus::new(EventStore::connect(&url, 4).await.unwrap());
+    let ctx = commands::Context::new(domain::Actor::new("u_1", vec![]));
+    a.execute::<Counter>("hot", 1, &ctx, None, None)
+        .await
+        .unwrap();
+    other
+        .execute::<Counter>("hot", 10, &ctx, None, None)
+        .await
+        .unwrap();
+    let mut tasks = vec![];
+    for k in 0..24 {
+        let (a, ctx) = (a.clone(), ctx.clone());
+        tasks.push(tokio::spawn(async move {
+            let id = if k == 0 {
+                "hot".to_string()
+            } else {
+                format!("n{k}")
+            };
+            a.execute::<Counter>(&id, 100, &ctx, None, None)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every command lands");
+    }
+    assert!(
+        a.conflicts_retried() >= 1,
+        "the stale append conflicted and was retried"
+    );
+    let (seq, hot) = other.load::<Counter>("hot").await.unwrap();
+    assert_eq!((seq, hot.total), (3, 111), "once each, in order");
+    for k in 1..24 {
+        let (seq, c) = other.load::<Counter>(&format!("n{k}")).await.unwrap();
+        assert_eq!((seq, c.total), (1, 100));
+    }
+    assert_eq!(a.store().verify_chains().await.unwrap().first_break, None);
+}
+
+/// PostgreSQL: another process inserts the sequence a batched append expects to write while the
+/// batch is in flight. The batch's statement fails as a whole; the store then appends each
+/// request on its own: only the raced one conflicts, and the claim still commits with its events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_batch_falls_back_to_single_appends_when_raced() {
+    let url = fresh_database(Backend::Postgres).await;
+    let s = EventStore::connect(&url, 8).await.unwrap();
+    let head = s.append(req("race", 0, vec![added(1)])).await.unwrap();
+    let head = &head[0];
+    // Another writer takes sequence 2 of "race" and holds its transaction open.
+    let admin = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut racer = admin.begin().await.unwrap();
+    let at = head.recorded_at;
+    let event_id = Uuid::now_v7();
+    let m = meta("u_other");
+    let payload = json!({"amount": 5});
+    let ph = eventstore::payload_hash(&payload);
+    let hash = eventstore::event_hash(
+        &head.hash, "counter", "race", 2, "Added", "2.0", event_id, &at, &m, &ph,
+    );
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, event_id, recorded_at, payload_hash, hash, hash_version) \
+         VALUES ('counter', 'race', 2, 'Added', '2.0', $1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&payload)
+    .bind(serde_json::to_value(&m).unwrap())
+    .bind(event_id)
+    .bind(at)
+    .bind(&ph)
+    .bind(&hash)
+    .bind(eventstore::HASH_VERSION)
+    .execute(&mut *racer)
+    .await
+    .unwrap();
+    let mut raced = req("race", 1, vec![added(2)]);
+    raced.expected_hash = Some(head.hash.clone());
+    let mut plain = req("calm", 0, vec![added(3)]);
+    plain.expected_hash = Some(Vec::new());
+    let mut claiming = req("owner", 0, vec![added(4)]);
+    claiming.claims = vec![Claim {
+        scope: "item.name".into(),
+        value: "oolong".into(),
+        owner: "owner".into(),
+    }];
+    let batch = {
+        let s = s.clone();
+        tokio::spawn(async move { s.append_batch_for_tests(vec![raced, plain, claiming]).await })
+    };
+    // The batch waits on the racer's uncommitted row.
+    eventually(Duration::from_secs(10), || {
+        let admin = admin.clone();
+        async move {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted",
+            )
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+            (waiting > 0).then_some(())
+        }
+    })
+    .await;
+    racer.commit().await.unwrap();
+    let results = batch.await.unwrap();
+    assert!(
+        matches!(results[0], Err(AppendError::Conflict)),
+        "{:?}",
+        results[0]
+    );
+    assert_eq!(results[1].as_ref().unwrap()[0].sequence, 1);
+    assert_eq!(results[2].as_ref().unwrap()[0].sequence, 1);
+    assert_eq!(s.load::<Counter>("race", 0).await.unwrap().len(), 2);
+    assert_eq!(s.load::<Counter>("owner", 0).await.unwrap().len(), 1);
+    let mut steal = req("thief", 0, vec![added(1)]);
+    steal.claims = vec![Claim {
+        scope: "item.name".into(),
+        value: "oolong".into(),
+        owner: "thief".into(),
+    }];
+    assert!(matches!(
+        s.append(steal).await,
+        Err(AppendError::ClaimTaken(_))
+    ));
+    assert_eq!(s.verify_chains().await.unwrap().first_break, None);
 }
