@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::StatusCode;
 use axum::Router;
 use commands::CommandBus;
 use eventstore::EventStore;
@@ -26,9 +25,15 @@ use crate::error::ApiError;
 use crate::settings::Settings;
 use crate::state::AppState;
 
-/// Opens the event store with the settings' pool size.
+/// Opens the event store with the settings' pool size and acquisition timeout.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<EventStore> {
-    EventStore::connect(&settings.database_url, settings.db_max_connections).await
+    settings.check_timeouts()?;
+    EventStore::connect_with(
+        &settings.database_url,
+        settings.db_max_connections,
+        settings.db_acquire_timeout,
+    )
+    .await
 }
 
 pub fn projections_for(store: &EventStore) -> ProjectionRunner {
@@ -147,11 +152,29 @@ pub fn router(state: AppState) -> Router {
                 tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty)
             }),
         )
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
+        .layer(axum::middleware::from_fn_with_state(
+            state.settings.request_timeout,
+            request_timeout,
         ))
         .with_state(state)
+}
+
+/// Bounds every request: past the timeout it answers 503 `UNAVAILABLE` with `Retry-After` in
+/// the error envelope (a WebSocket's upgrade answers at once, so its connection is not bound).
+async fn request_timeout(
+    axum::extract::State(limit): axum::extract::State<Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request did not complete within {} s; retry later",
+            limit.as_secs_f64()
+        ))
+        .into_response(),
+    }
 }
 
 pub struct Application {

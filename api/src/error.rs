@@ -29,7 +29,22 @@ pub enum ApiError {
     #[error("{0}")]
     RateLimited(String, u64),
     #[error(transparent)]
-    Internal(#[from] anyhow::Error),
+    Internal(anyhow::Error),
+}
+
+/// The one mapping of store failures: an outage (see `eventstore::outage`: pool timed out,
+/// connection refused or dropped, PostgreSQL shutting down or starting) is 503 `UNAVAILABLE`
+/// with `Retry-After`, anything else a 500 `INTERNAL`. REST, GraphQL (through `gql_error`) and
+/// `/ws` frames all come through here.
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        if eventstore::outage::is_unavailable(&e) {
+            tracing::warn!(error = format!("{e:#}"), "database unavailable");
+            ApiError::Unavailable("the database is unavailable; retry later".into())
+        } else {
+            ApiError::Internal(e)
+        }
+    }
 }
 
 impl ApiError {
@@ -75,7 +90,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::Internal(anyhow::Error::new(e).context("read model query failed"))
+        ApiError::from(anyhow::Error::new(e).context("read model query failed"))
     }
 }
 
@@ -105,7 +120,7 @@ impl From<CommandError> for ApiError {
                 message,
                 retry_after_secs,
             } => ApiError::RateLimited(message, retry_after_secs),
-            CommandError::Internal(e) => ApiError::Internal(e),
+            CommandError::Internal(e) => ApiError::from(e),
         }
     }
 }

@@ -19,6 +19,12 @@ pub struct Settings {
     pub addr: SocketAddr,
     pub database_url: String,
     pub db_max_connections: u32,
+    /// How long a caller waits for a pooled database connection before the request answers
+    /// 503 `UNAVAILABLE` (`FAFCAB_DB_ACQUIRE_TIMEOUT_MS`); always below `request_timeout`.
+    pub db_acquire_timeout: Duration,
+    /// Longest time any HTTP request runs before it answers 503 `UNAVAILABLE`
+    /// (`FAFCAB_REQUEST_TIMEOUT_SECS`; WebSockets once upgraded are not bound by it).
+    pub request_timeout: Duration,
     pub amqp_url: Option<String>,
     pub jwt_secret: String,
     pub jwt_secret_is_dev: bool,
@@ -115,6 +121,8 @@ impl std::fmt::Debug for Settings {
             .field("addr", &self.addr)
             .field("database", &redact_url(&self.database_url))
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
+            .field("request_timeout", &self.request_timeout)
             .field("amqp_url", &self.amqp_url.as_deref().map(redact_url))
             .field(
                 "jwt_secret",
@@ -196,6 +204,16 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "FAFCAB_DB_MAX_CONNECTIONS", default_value_t = 8,
           value_parser = value_parser!(u32).range(2..=500))]
     pub db_max_connections: u32,
+    /// Milliseconds a request waits for a pooled PostgreSQL connection before answering 503
+    /// `UNAVAILABLE` with `Retry-After` (100–60,000; must be below the request timeout).
+    #[arg(long, global = true, env = "FAFCAB_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = value_parser!(u64).range(100..=60_000))]
+    pub db_acquire_timeout_ms: u64,
+    /// Seconds any HTTP request may run before it answers 503 `UNAVAILABLE` with `Retry-After`
+    /// (1–300).
+    #[arg(long, global = true, env = "FAFCAB_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = value_parser!(u64).range(1..=300))]
+    pub request_timeout_secs: u64,
     /// HS256 key for bearer tokens, at least 32 bytes (prefer the environment to the flag).
     /// Unset: the public development secret, which `serve` accepts on a loopback address only.
     #[arg(long, global = true, env = "AUTH_JWT_SECRET", hide_env_values = true,
@@ -337,6 +355,8 @@ impl Settings {
             addr: a.addr,
             database_url: a.database_url,
             db_max_connections: a.db_max_connections,
+            db_acquire_timeout: Duration::from_millis(a.db_acquire_timeout_ms),
+            request_timeout: Duration::from_secs(a.request_timeout_secs),
             amqp_url: a.amqp_url,
             jwt_secret_is_dev: jwt.is_none(),
             jwt_secret: jwt.unwrap_or_else(|| DEV_JWT_SECRET.into()),
@@ -376,6 +396,7 @@ impl Settings {
     /// What `serve` refuses to start with: the public development secret on an address other
     /// hosts can reach. (A short `AUTH_JWT_SECRET` is refused while parsing, by every command.)
     pub fn check_serve(&self) -> anyhow::Result<()> {
+        self.check_timeouts()?;
         if self.jwt_secret_is_dev && !self.addr.ip().is_loopback() {
             anyhow::bail!(
                 "AUTH_JWT_SECRET is not set and FAFCAB_ADDR {} is not a loopback address: refusing \
@@ -387,12 +408,28 @@ impl Settings {
         Ok(())
     }
 
+    /// A pool acquisition must give up before the request timeout, or a request during an
+    /// outage would hang until the timeout instead of answering `UNAVAILABLE` promptly.
+    pub fn check_timeouts(&self) -> anyhow::Result<()> {
+        if self.db_acquire_timeout >= self.request_timeout {
+            anyhow::bail!(
+                "FAFCAB_DB_ACQUIRE_TIMEOUT_MS ({} ms) must be below FAFCAB_REQUEST_TIMEOUT_SECS \
+                 ({} s)",
+                self.db_acquire_timeout.as_millis(),
+                self.request_timeout.as_secs()
+            );
+        }
+        Ok(())
+    }
+
     /// Defaults for tests: port 0, a given database, a fixed secret.
     pub fn for_tests(database_url: &str) -> Self {
         Self {
             addr: "127.0.0.1:0".parse().expect("valid"),
             database_url: database_url.to_string(),
             db_max_connections: 8,
+            db_acquire_timeout: eventstore::outage::DEFAULT_ACQUIRE_TIMEOUT,
+            request_timeout: Duration::from_secs(30),
             amqp_url: None,
             jwt_secret: "test-secret".into(),
             jwt_secret_is_dev: false,

@@ -9,6 +9,7 @@ pub mod fastjson;
 pub mod follow;
 mod group;
 mod notify;
+pub mod outage;
 mod pg;
 mod redact;
 mod sqlite;
@@ -71,10 +72,20 @@ enum Backend {
 impl EventStore {
     /// Connects to `url` (`postgres://…` or `sqlite://…`) and runs the migrations.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        Self::connect_with(url, max_connections, outage::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`EventStore::connect`] with how long a caller waits for a pooled connection before an
+    /// outage error (`sqlx::Error::PoolTimedOut`, see [`outage`]).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> anyhow::Result<Self> {
         let (wake, _) = watch::channel(0);
         let (checkpoint_wake, _) = watch::channel(0);
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let mut pg = pg::PgStore::connect(url, max_connections)
+            let mut pg = pg::PgStore::connect(url, max_connections, acquire_timeout)
                 .await
                 .context("failed to open the PostgreSQL event store")?;
             let own = notify::OwnPids::default();

@@ -32,10 +32,14 @@ const LOG_COLUMNS: &str =
      event_type, event_version, payload, metadata, recorded_at, hash";
 
 impl PgStore {
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .connect(url)
             .await
             .context("failed to connect to PostgreSQL")?;
@@ -115,7 +119,21 @@ impl PgStore {
             self.repo
                 .get_events::<A>(aggregate_id)
                 .await
-                .map_err(|e| anyhow::anyhow!("failed to load stream: {e}"))?
+                .map_err(|e| {
+                    use cqrs_es::persist::PersistenceError as P;
+                    let outage = match &e {
+                        P::ConnectionError(b) | P::UnknownError(b) => {
+                            crate::outage::is_unavailable_error(b.as_ref())
+                        }
+                        _ => false,
+                    };
+                    if outage {
+                        anyhow::Error::new(crate::outage::Unavailable(e.to_string()))
+                            .context("failed to load stream")
+                    } else {
+                        anyhow::anyhow!("failed to load stream: {e}")
+                    }
+                })?
                 .into_iter()
                 .map(|e| LoadedEvent {
                     sequence: e.sequence as i64,
@@ -242,9 +260,15 @@ impl PgStore {
             // The outcome is unknown (the commit may have reached the server): say so to each
             // request that would have committed, never retry it.
             let msg = format!("failed to commit a batch of appends: {e}");
+            let unavailable = crate::outage::is_unavailable_sqlx(&e);
             for r in results.iter_mut() {
                 if matches!(r, Some(Ok(_))) {
-                    *r = Some(Err(AppendError::Store(anyhow::anyhow!(msg.clone()))));
+                    let e = if unavailable {
+                        anyhow::Error::new(crate::outage::Unavailable(msg.clone()))
+                    } else {
+                        anyhow::anyhow!(msg.clone())
+                    };
+                    *r = Some(Err(AppendError::Store(e)));
                 }
             }
         }
