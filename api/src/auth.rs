@@ -127,7 +127,7 @@ impl FromRequestParts<AppState> for Auth {
     ) -> Result<Self, Self::Rejection> {
         let token = bearer(&parts.headers)?;
         let actor = verify(&state.settings.jwt_secret, token)?;
-        state.ensure_profile(&actor).await;
+        state.ensure_profile(&actor).await?;
         tracing::Span::current().record("user", actor.user_id.as_str());
         Ok(Auth(actor))
     }

@@ -35,14 +35,20 @@ pub const MAX_KNOWN_PROFILES: usize = 100_000;
 
 impl AppState {
     /// A user who calls the API with a valid token and has no profile yet gets a minimal one.
-    pub async fn ensure_profile(&self, actor: &domain::Actor) {
+    /// Fails only when the database is unavailable (503 `UNAVAILABLE` at once, rather than the
+    /// request waiting for the pool a second time); any other failure is logged and retried on
+    /// the next call.
+    pub async fn ensure_profile(
+        &self,
+        actor: &domain::Actor,
+    ) -> Result<(), crate::error::ApiError> {
         if self
             .known_profiles
             .lock()
             .expect("profiles")
             .contains(&actor.user_id)
         {
-            return;
+            return Ok(());
         }
         let ctx = commands::Context::new(actor.clone());
         match commands::chat::ensure_profile(&self.bus, &ctx).await {
@@ -56,9 +62,16 @@ impl AppState {
                     known.clear();
                 }
                 known.insert(actor.user_id.clone());
+                Ok(())
             }
-            // Not worth failing the request over; the next call tries again.
-            Err(e) => tracing::warn!(error = %e, "could not create a minimal profile"),
+            Err(e) => match crate::error::ApiError::from(e) {
+                e @ crate::error::ApiError::Unavailable(_) => Err(e),
+                // Not worth failing the request over; the next call tries again.
+                e => {
+                    tracing::warn!(error = %e, "could not create a minimal profile");
+                    Ok(())
+                }
+            },
         }
     }
 

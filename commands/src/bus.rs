@@ -126,6 +126,41 @@ pub struct CommandBus {
     stripes: Arc<Vec<tokio::sync::Mutex<()>>>,
     /// The per-user posting limit (`commands::message::post`), per process.
     messages: Arc<crate::ratelimit::RateLimiter>,
+    /// When a command last found the database unavailable.
+    outages: Arc<OutageClock>,
+}
+
+/// When a command last failed with a database outage, so that the commands queued behind it on
+/// one aggregate fail at once (503) instead of each waiting for the pool in turn.
+#[derive(Debug)]
+struct OutageClock {
+    epoch: std::time::Instant,
+    /// Nanoseconds after `epoch` of the last outage, plus one (0: none yet).
+    last: AtomicU64,
+}
+
+impl Default for OutageClock {
+    fn default() -> Self {
+        Self {
+            epoch: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl OutageClock {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64 + 1
+    }
+
+    fn note(&self) {
+        self.last.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    /// Whether an outage was noted at or after `t` (a value of [`OutageClock::now`]).
+    fn since(&self, t: u64) -> bool {
+        self.last.load(Ordering::Relaxed) >= t
+    }
 }
 
 impl CommandBus {
@@ -141,6 +176,7 @@ impl CommandBus {
                     .collect(),
             ),
             messages: Arc::new(crate::ratelimit::messages()),
+            outages: Default::default(),
         }
     }
 
@@ -224,7 +260,40 @@ impl CommandBus {
                 return Ok(Executed::Replayed(reply));
             }
         }
+        let queued_at = self.outages.now();
         let _serial = self.stripe(A::TYPE, aggregate_id).lock().await;
+        if self.outages.since(queued_at) {
+            // The command ahead of this one on the aggregate found the database unavailable
+            // while this one queued: answer at once instead of waiting for the pool in turn.
+            return Err(CommandError::Internal(anyhow::Error::new(
+                eventstore::outage::Unavailable("the database was unavailable just now".into()),
+            )));
+        }
+        let result = self
+            .execute_serial::<A>(aggregate_id, command, ctx, claims_of, idempotency)
+            .await;
+        if let Err(CommandError::Internal(e)) = &result {
+            if eventstore::outage::is_unavailable(e) {
+                self.outages.note();
+            }
+        }
+        result
+    }
+
+    /// [`CommandBus::execute`] once this process's commands on the aggregate are serialised.
+    async fn execute_serial<A>(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        ctx: &Context,
+        claims_of: Option<ClaimsOf<A>>,
+        idempotency: Option<(&Idempotency, RenderReply<'_, A>)>,
+    ) -> Result<Executed<A>, CommandError>
+    where
+        A: Aggregate<Services = ()> + Clone + 'static,
+        A::Command: Clone,
+        A::Error: DomainError,
+    {
         let mut attempt = 0;
         let mut trust_cache = true;
         while attempt < MAX_ATTEMPTS {

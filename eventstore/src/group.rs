@@ -118,6 +118,13 @@ impl Queue {
         Some(batch)
     }
 
+    /// Takes every append still queued, for answering them at once (the database is down: each
+    /// would otherwise wait for the pool in turn, behind the others).
+    pub fn drain_waiting(&self) -> Vec<Waiting> {
+        let mut s = self.state.lock().expect("append queue");
+        s.waiting.drain(..).collect()
+    }
+
     /// Ends a flush task that stopped early (it panicked): if it was the last one, the requests
     /// still queued are answered with an error instead of waiting for ever.
     pub fn abandon(&self) {

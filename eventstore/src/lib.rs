@@ -200,9 +200,20 @@ impl EventStore {
             let (reqs, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|w| (w.req, w.reply)).unzip();
             let results = self.commit_batch(reqs).await;
+            let outage = results.iter().find_map(|r| match r {
+                Err(AppendError::Store(e)) if outage::is_unavailable(e) => Some(format!("{e:#}")),
+                _ => None,
+            });
             for (result, reply) in results.into_iter().zip(replies) {
                 // A caller that stopped waiting no longer needs its answer.
                 let _ = reply.send(result);
+            }
+            if let Some(msg) = outage {
+                // Fail fast: the appends queued behind this batch would each wait for the pool.
+                for w in self.appends.drain_waiting() {
+                    let e = anyhow::Error::new(outage::Unavailable(msg.clone()));
+                    let _ = w.reply.send(Err(AppendError::Store(e)));
+                }
             }
         }
         guard.done = true;

@@ -219,6 +219,18 @@ impl PgStore {
                 .into_iter()
                 .map(|r| r.expect("every request answered"))
                 .collect(),
+            Err(e) if crate::outage::is_unavailable_sqlx(&e) => {
+                // The database is unreachable: appending one by one would wait for the pool
+                // once per append, in turn. Nothing committed; every append fails at once.
+                let msg = format!("failed to append a batch: {e}");
+                reqs.iter()
+                    .map(|_| {
+                        Err(AppendError::Store(anyhow::Error::new(
+                            crate::outage::Unavailable(msg.clone()),
+                        )))
+                    })
+                    .collect()
+            }
             Err(e) => {
                 tracing::debug!(error = %e, appends = reqs.len(), "batch append failed; appending one by one");
                 let mut out = Vec::with_capacity(reqs.len());

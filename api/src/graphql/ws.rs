@@ -202,7 +202,10 @@ async fn serve(
         Ok(slot) => slot,
         Err(e) => return close(&mut sink, 4429, &e.to_string()).await,
     };
-    state.ensure_profile(&actor).await;
+    if let Err(e) = state.ensure_profile(&actor).await {
+        // 1013: try again later (the database is unavailable).
+        return close(&mut sink, 1013, &e.to_string()).await;
+    }
     let session = Session {
         expires_at,
         active: Arc::new(AtomicUsize::new(0)),

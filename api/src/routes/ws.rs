@@ -112,7 +112,7 @@ async fn upgrade(
     let (actor, expires_at) = crate::auth::verify_until(&state.settings.jwt_secret, token)?;
     let ws = ws.map_err(|e| ApiError::validation(format!("not a WebSocket upgrade: {e}")))?;
     let slot = crate::livechat::take_socket(&actor.user_id)?;
-    state.ensure_profile(&actor).await;
+    state.ensure_profile(&actor).await?;
     Ok(ws
         .max_message_size(MAX_WS_MESSAGE_BYTES)
         .max_frame_size(MAX_WS_MESSAGE_BYTES)

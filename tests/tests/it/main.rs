@@ -16,6 +16,7 @@ mod graphql_subscriptions;
 mod graphql_ws;
 mod http_limits;
 mod live_hub;
+mod outage;
 mod projections;
 mod security;
 mod sharing_http;
