@@ -493,6 +493,18 @@ mod tests {
     }
 
     #[test]
+    fn pool_acquisition_must_give_up_before_the_request_timeout() {
+        let mut s = super::Settings::for_tests("sqlite::memory:");
+        assert!(s.check_timeouts().is_ok());
+        s.db_acquire_timeout = s.request_timeout;
+        let err = s.check_timeouts().expect_err("refused");
+        assert!(
+            err.to_string().contains("FAFCAB_DB_ACQUIRE_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn urls_are_redacted() {
         assert_eq!(
             super::redact_url("postgres://u:pw@h:5432/db"),

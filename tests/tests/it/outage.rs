@@ -316,8 +316,9 @@ async fn a_database_outage_answers_503_and_recovers_losing_nothing() {
                     }
                     _ => (status, body["error"]["code"].clone()),
                 };
+                // GraphQL carries no Retry-After (its answer is a 200); the code says it all.
                 let retry_after = if body["errors"].is_array() {
-                    Some("graphql".into())
+                    Some("(GraphQL: extensions.code)".into())
                 } else {
                     retry_after
                 };
@@ -420,6 +421,13 @@ async fn a_database_outage_answers_503_and_recovers_losing_nothing() {
             s.what,
             s.elapsed
         );
+    }
+    for what in ["consume", "GET item", "GraphQL item"] {
+        let n = seen
+            .iter()
+            .filter(|s| s.what == what && s.status == 503)
+            .count();
+        assert!(n > 0, "no {what} request met the outage");
     }
     let slowest = seen.iter().map(|s| s.elapsed).max().unwrap_or_default();
     for s in seen.iter().filter(|s| s.elapsed > Duration::from_secs(2)) {
