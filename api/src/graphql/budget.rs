@@ -212,6 +212,7 @@ impl BudgetQuery {
     /// Ledger transactions, oldest first, filtered like `GET /budget/transactions` (admins,
     /// executors, auditors).
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn budget_transactions(
         &self,
         ctx: &Context<'_>,
@@ -278,6 +279,7 @@ impl BudgetQuery {
     }
 
     /// Debts; a caller who does not keep the books sees only their own.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn debts(
         &self,
         ctx: &Context<'_>,

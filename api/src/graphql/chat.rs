@@ -381,6 +381,7 @@ pub struct ChatQuery;
 #[Object]
 impl ChatQuery {
     /// The caller's chats (those they are a member of), oldest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn chats(
         &self,
         ctx: &Context<'_>,
@@ -420,6 +421,7 @@ impl ChatQuery {
     }
 
     /// A chat's messages, newest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -443,6 +445,7 @@ impl ChatQuery {
     }
 
     /// Full-text search over the chats the caller can read, newest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn search_messages(
         &self,
         ctx: &Context<'_>,
@@ -537,6 +540,7 @@ impl ChatQuery {
     }
 
     /// Active sanctions: all for admins; otherwise the caller's own and those of chats they moderate.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn sanctions(
         &self,
         ctx: &Context<'_>,
@@ -556,6 +560,7 @@ impl ChatQuery {
     }
 
     /// Reports (admins).
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn reports(
         &self,
         ctx: &Context<'_>,
