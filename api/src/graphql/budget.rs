@@ -249,6 +249,7 @@ impl BudgetQuery {
         })
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn budget_transaction(
         &self,
         ctx: &Context<'_>,
@@ -265,6 +266,7 @@ impl BudgetQuery {
     }
 
     /// Balances per currency of what occurred up to `asOf`, as known at `knownAt`.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn budget_balances(
         &self,
         ctx: &Context<'_>,
@@ -307,6 +309,7 @@ impl BudgetQuery {
         })
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn debt(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<Debt>> {
         Ok(visible_debt(state(ctx), actor(ctx), &id)
             .await

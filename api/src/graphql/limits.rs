@@ -20,6 +20,15 @@ use projections::page::{DEFAULT_LIMIT, MAX_LIMIT};
 /// The fixed cost of one paginated field: one database query, whatever its page size.
 pub const PAGE_BASE_COST: usize = 100;
 
+/// The cost of a root field that reads one row or aggregate (`item`, `chat`, `debt`, ...), plus
+/// what is selected under it: with the default limit about as many lookups fit in a request as
+/// did when every field cost one and the limit was 500.
+pub const LOOKUP_COST: usize = 20;
+
+/// At most this many `__schema`/`__type` fields in one document (aliases and fragment uses
+/// count): each walks the whole schema in memory, and their cost is not otherwise weighted.
+pub const MAX_INTROSPECTION_FIELDS: usize = 5;
+
 /// Complexity of a paginated field: [`PAGE_BASE_COST`] plus its page size (`first`, default 50,
 /// clamped to 1..=200 as the resolver will) times the complexity of what is selected under it.
 pub fn page_cost(first: Option<i32>, child_complexity: usize) -> usize {
@@ -87,6 +96,13 @@ impl Extension for DepthCheck {
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
+        let roots = introspection_fields(&doc);
+        if roots > MAX_INTROSPECTION_FIELDS {
+            return Err(validation_error(format!(
+                "the query has {roots} introspection fields (__schema, __type), more than the \
+                 limit of {MAX_INTROSPECTION_FIELDS}"
+            )));
+        }
         let depth = document_depth(&doc);
         if depth > self.0 {
             return Err(validation_error(format!(
@@ -114,6 +130,18 @@ pub fn document_depth(doc: &ExecutableDocument) -> usize {
         .unwrap_or(0)
 }
 
+/// How many `__schema`/`__type` fields `doc` selects, each fragment counted at each use.
+pub fn introspection_fields(doc: &ExecutableDocument) -> usize {
+    let mut walk = DepthWalk {
+        doc,
+        memo: HashMap::new(),
+        visiting: HashSet::new(),
+    };
+    doc.operations.iter().fold(0, |n, (_, op)| {
+        n.saturating_add(walk.roots(&op.node.selection_set.node))
+    })
+}
+
 struct DepthWalk<'a> {
     doc: &'a ExecutableDocument,
     memo: HashMap<(&'a Name, bool), usize>,
@@ -139,6 +167,39 @@ impl<'a> DepthWalk<'a> {
             deepest = deepest.max(d);
         }
         deepest
+    }
+
+    /// Introspection fields under `set` (memoized per fragment with `introspection` = true).
+    fn roots(&mut self, set: &'a SelectionSet) -> usize {
+        let mut n = 0usize;
+        for item in &set.items {
+            let here = match &item.node {
+                Selection::Field(f) => match f.node.name.node.as_str() {
+                    "__schema" | "__type" => 1,
+                    _ => self.roots(&f.node.selection_set.node),
+                },
+                Selection::InlineFragment(i) => self.roots(&i.node.selection_set.node),
+                Selection::FragmentSpread(s) => {
+                    let name = &s.node.fragment_name.node;
+                    if let Some(d) = self.memo.get(&(name, true)) {
+                        *d
+                    } else if let Some(def) = self.doc.fragments.get(name) {
+                        if self.visiting.insert(name) {
+                            let d = self.roots(&def.node.selection_set.node);
+                            self.visiting.remove(name);
+                            self.memo.insert((name, true), d);
+                            d
+                        } else {
+                            0
+                        }
+                    } else {
+                        0
+                    }
+                }
+            };
+            n = n.saturating_add(here);
+        }
+        n
     }
 
     fn fragment(&mut self, name: &'a Name, introspection: bool) -> usize {
@@ -192,6 +253,24 @@ mod tests {
         // A cycle does not loop (validation refuses it later).
         assert_eq!(depth("{ a { ...F } } fragment F on T { b { ...F } }"), 2);
         assert_eq!(depth("query A { a } query B { b { c } }"), 2);
+    }
+
+    #[test]
+    fn introspection_fields_count_aliases_and_fragment_uses() {
+        let n = |q: &str| introspection_fields(&async_graphql::parser::parse_query(q).unwrap());
+        assert_eq!(n("{ __schema { types { name } } __typename }"), 1);
+        assert_eq!(
+            n("{ a: __schema { types { name } } b: __type(name: \"X\") { name } }"),
+            2
+        );
+        assert_eq!(
+            n("{ ...F ...F ...G } fragment F on Query { ...G } fragment G on Query { __schema { types { name } } }"),
+            3
+        );
+        assert_eq!(
+            n("{ ...F } fragment F on Query { ...F __schema { types { name } } }"),
+            1
+        );
     }
 
     #[test]

@@ -157,6 +157,7 @@ pub(crate) fn gql_error(e: ApiError) -> async_graphql::Error {
 #[Object]
 impl TeaQuery {
     /// One item, or null.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn item(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Item>> {
         let Ok(id) = id.parse::<uuid::Uuid>() else {
             return Ok(None);

@@ -395,6 +395,33 @@ async fn introspection_fits_and_abuse_does_not(b: Backend) {
         &gql(&app, Some(&s), &format!("{{ {tiny} }}"), json!({})).await,
         "too complex",
     );
+    // One-row lookups cost 20 each: 250 of them are refused, 20 are served.
+    let lookups = |k: usize| -> String {
+        (0..k)
+            .map(|i| format!("l{i}: item(id: \"x\") {{ id }} "))
+            .collect()
+    };
+    refused_with(
+        &gql(
+            &app,
+            Some(&s),
+            &format!("{{ {} }}", lookups(250)),
+            json!({}),
+        )
+        .await,
+        "too complex",
+    );
+    let few = gql(&app, Some(&s), &format!("{{ {} }}", lookups(20)), json!({})).await;
+    assert!(few.body["errors"].is_null(), "{}", few.text);
+    assert_eq!(few.body["data"]["l19"], Value::Null);
+    // Whole-schema walks are few per request.
+    let walks: String = (0..6)
+        .map(|i| format!("w{i}: __schema {{ types {{ fields {{ name }} }} }} "))
+        .collect();
+    refused_with(
+        &gql(&app, Some(&s), &format!("{{ {walks} }}"), json!({})).await,
+        "introspection fields",
+    );
     // A normal page, even the largest, is served.
     let page = gql(
         &app,
