@@ -103,7 +103,7 @@ impl Default for GraphqlSettings {
     fn default() -> Self {
         Self {
             max_depth: 10,
-            max_complexity: 500,
+            max_complexity: 5_000,
             max_query_bytes: 16_384,
             introspection: true,
             init_timeout: Duration::from_secs(10),
@@ -266,12 +266,13 @@ pub struct SettingsArgs {
     #[arg(long, global = true, env = "FAFCAB_RETENTION_INTERVAL_SECS", default_value_t = 3600,
           value_parser = value_parser!(u64).range(10..=30 * 86_400))]
     pub retention_interval_secs: u64,
-    /// Deepest GraphQL selection served (2–100).
+    /// Deepest GraphQL selection served (2–100); introspection's `ofType` chains do not count.
     #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_DEPTH", default_value_t = 10,
           value_parser = value_parser!(u64).range(2..=100))]
     pub graphql_max_depth: u64,
-    /// Highest GraphQL query complexity (10–100,000).
-    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_COMPLEXITY", default_value_t = 500,
+    /// Highest GraphQL query complexity (10–100,000): one point per field, and a paginated field
+    /// costs 100 plus its page size times what is selected under it.
+    #[arg(long, global = true, env = "FAFCAB_GRAPHQL_MAX_COMPLEXITY", default_value_t = 5_000,
           value_parser = value_parser!(u64).range(10..=100_000))]
     pub graphql_max_complexity: u64,
     /// Longest GraphQL query text in bytes (256 – 1 MiB), over HTTP and WebSocket.

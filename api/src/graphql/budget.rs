@@ -212,6 +212,7 @@ impl BudgetQuery {
     /// Ledger transactions, oldest first, filtered like `GET /budget/transactions` (admins,
     /// executors, auditors).
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn budget_transactions(
         &self,
         ctx: &Context<'_>,
@@ -248,6 +249,7 @@ impl BudgetQuery {
         })
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn budget_transaction(
         &self,
         ctx: &Context<'_>,
@@ -264,6 +266,7 @@ impl BudgetQuery {
     }
 
     /// Balances per currency of what occurred up to `asOf`, as known at `knownAt`.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn budget_balances(
         &self,
         ctx: &Context<'_>,
@@ -278,6 +281,7 @@ impl BudgetQuery {
     }
 
     /// Debts; a caller who does not keep the books sees only their own.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn debts(
         &self,
         ctx: &Context<'_>,
@@ -305,6 +309,7 @@ impl BudgetQuery {
         })
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn debt(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<Debt>> {
         Ok(visible_debt(state(ctx), actor(ctx), &id)
             .await

@@ -381,6 +381,7 @@ pub struct ChatQuery;
 #[Object]
 impl ChatQuery {
     /// The caller's chats (those they are a member of), oldest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn chats(
         &self,
         ctx: &Context<'_>,
@@ -411,6 +412,7 @@ impl ChatQuery {
     }
 
     /// One chat, or null when it does not exist or is private and the caller is not a member.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn chat(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<Chat>> {
         match visible(state(ctx), id.as_str(), actor(ctx)).await {
             Ok((_, row)) => Ok(Some(Chat::from(row))),
@@ -420,6 +422,7 @@ impl ChatQuery {
     }
 
     /// A chat's messages, newest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn messages(
         &self,
         ctx: &Context<'_>,
@@ -443,6 +446,7 @@ impl ChatQuery {
     }
 
     /// Full-text search over the chats the caller can read, newest first.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn search_messages(
         &self,
         ctx: &Context<'_>,
@@ -487,6 +491,7 @@ impl ChatQuery {
     }
 
     /// An operation the caller submitted (null otherwise).
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn operation(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<Operation>> {
         let (state, actor) = (state(ctx), actor(ctx));
         let op = q::operation(&state.db, id.as_str())
@@ -502,6 +507,7 @@ impl ChatQuery {
             }))
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn profile(&self, ctx: &Context<'_>, user_id: String) -> GqlResult<Option<Profile>> {
         let state = state(ctx);
         let Some(p) = q::profile(&state.db, &user_id)
@@ -523,11 +529,13 @@ impl ChatQuery {
     }
 
     /// The retention period and post policy of a chat the caller can see.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn retention(&self, ctx: &Context<'_>, chat_id: ID) -> GqlResult<Retention> {
         let (id, chat) = visible_chat(state(ctx), actor(ctx), &chat_id).await?;
         Ok(Retention::of(id, &chat))
     }
 
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn moderation_filters(&self, ctx: &Context<'_>) -> GqlResult<Filters> {
         let f = m::filters(&state(ctx).bus).await.map_err(err)?;
         Ok(Filters {
@@ -537,6 +545,7 @@ impl ChatQuery {
     }
 
     /// Active sanctions: all for admins; otherwise the caller's own and those of chats they moderate.
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn sanctions(
         &self,
         ctx: &Context<'_>,
@@ -556,6 +565,7 @@ impl ChatQuery {
     }
 
     /// Reports (admins).
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn reports(
         &self,
         ctx: &Context<'_>,

@@ -2,7 +2,7 @@
 //! `ws`), its SDL (`GET /graphql/schema.graphql`, and `schema.graphql` at the root, kept equal by a
 //! test) and GraphiQL (`GET /graphql`). Queries read the same read models as REST; mutations go
 //! through the same command layer. Same auth as REST (a bearer token, else 401), and every query
-//! is bounded in size, depth and complexity.
+//! is bounded in size, depth and complexity (`limits`: a paginated field costs its page size).
 
 mod budget;
 mod chat;
@@ -56,9 +56,9 @@ pub fn schema_with(limits: &GraphqlSettings) -> FafcabSchema {
         Mutation::default(),
         subscriptions::Subscription,
     )
-    .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
-    .extension(limits::QuerySize(limits.max_query_bytes));
+    .extension(limits::QuerySize(limits.max_query_bytes))
+    .extension(limits::Depth(limits.max_depth));
     if limits.introspection {
         builder.finish()
     } else {
@@ -157,6 +157,7 @@ pub(crate) fn gql_error(e: ApiError) -> async_graphql::Error {
 #[Object]
 impl TeaQuery {
     /// One item, or null.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn item(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Item>> {
         let Ok(id) = id.parse::<uuid::Uuid>() else {
             return Ok(None);
@@ -170,6 +171,7 @@ impl TeaQuery {
     /// Items, oldest first, `first` at most 200 (default 50), filtered like `GET /items`.
     // Each argument is a GraphQL field argument; grouping them would change the schema.
     #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "crate::graphql::limits::page_cost(first, child_complexity)")]
     async fn items(
         &self,
         ctx: &Context<'_>,

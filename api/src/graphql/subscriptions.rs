@@ -534,6 +534,7 @@ pub struct LiveQuery;
 #[Object]
 impl LiveQuery {
     /// Messages of a chat after the caller's read position, not their own, not deleted.
+    #[graphql(complexity = "crate::graphql::limits::LOOKUP_COST + child_complexity")]
     async fn unread_count(&self, ctx: &Context<'_>, chat_id: ID) -> GqlResult<i64> {
         let (state, actor) = (state(ctx), actor(ctx));
         let (chat, _) = visible(state, chat_id.as_str(), actor)

@@ -1,5 +1,7 @@
 //! GraphQL: `schema.graphql` at the root is exactly what the server serves; queries need a token,
-//! read the same read models as REST, page like Relay connections and are bounded in depth.
+//! read the same read models as REST, page like Relay connections and are bounded in depth and
+//! complexity; the standard introspection query of graphql-js (GraphiQL, code generators,
+//! fuzzers) fits the default limits.
 
 use fafcab_tests::*;
 use serde_json::{json, Value};
@@ -7,7 +9,8 @@ use serde_json::{json, Value};
 on_both_backends!(
     schema_file_is_what_is_served,
     queries_read_tea_with_limits,
-    mutations_follow_the_rest_rules
+    mutations_follow_the_rest_rules,
+    introspection_fits_and_abuse_does_not
 );
 
 async fn schema_file_is_what_is_served(b: Backend) {
@@ -88,7 +91,8 @@ async fn queries_read_tea_with_limits(b: Backend) {
         "{}",
         bad.text
     );
-    let nested = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    // Introspection fan-out (`fields { type { fields ...` ) counts like any field.
+    let nested = "{ __schema { types { fields { type { fields { type { fields { type { fields { type { name } } } } } } } } } } }";
     let refused = gql(&app, Some(&s), nested, json!({})).await;
     assert!(
         refused.body["errors"][0]["message"]
@@ -314,4 +318,169 @@ async fn mutations_follow_the_rest_rules(b: Backend) {
         "{}",
         n.text
     );
+}
+
+/// `getIntrospectionQuery()` of graphql-js 16.15.0 with its default options, byte for byte (what
+/// GraphiQL's docs pane, graphql-codegen and schemathesis send): `ofType` nested 9 deep.
+const STANDARD_INTROSPECTION: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/fixtures/graphql-js-16.15.0-getIntrospectionQuery.graphql"
+));
+
+fn refused_with(r: &Res, words: &str) {
+    assert_eq!(
+        r.body["data"],
+        Value::Null,
+        "{}",
+        &r.text[..300.min(r.text.len())]
+    );
+    let message = r.body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        message.to_lowercase().contains(words),
+        "expected \"{words}\": {}",
+        &r.text[..300.min(r.text.len())]
+    );
+}
+
+async fn introspection_fits_and_abuse_does_not(b: Backend) {
+    let app = spawn_app(b).await;
+    let s = student("u_1");
+    app.item("Tea", 5).await;
+    // The standard introspection query, at default settings, over HTTP POST.
+    assert_eq!(STANDARD_INTROSPECTION.matches("ofType").count(), 9);
+    let r = app
+        .send(
+            "POST",
+            "/graphql",
+            Some(&s),
+            Some(json!({"query": STANDARD_INTROSPECTION, "operationName": "IntrospectionQuery"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.body["errors"].is_null(),
+        "{}",
+        &r.text[..300.min(r.text.len())]
+    );
+    let schema = &r.body["data"]["__schema"];
+    assert_eq!(schema["queryType"]["name"], "Query");
+    assert_eq!(schema["subscriptionType"]["name"], "Subscription");
+    let types = schema["types"].as_array().unwrap();
+    let item = types.iter().find(|t| t["name"] == "Item").expect("Item");
+    let tags = item["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "tags")
+        .unwrap();
+    // [String!]! unwrapped through three ofType levels.
+    assert_eq!(tags["type"]["kind"], "NON_NULL");
+    assert_eq!(tags["type"]["ofType"]["kind"], "LIST");
+    assert_eq!(tags["type"]["ofType"]["ofType"]["ofType"]["name"], "String");
+
+    // Complexity weighs a page by its size: the review's 160 aliased searches are refused ...
+    let searches: String = (0..160)
+        .map(|i| format!("s{i}: searchMessages(q: \"a\") {{ pageInfo {{ hasNextPage }} }} "))
+        .collect();
+    refused_with(
+        &gql(&app, Some(&s), &format!("{{ {searches} }}"), json!({})).await,
+        "too complex",
+    );
+    // ... and tiny pages still pay for their query: 60 one-row pages are too many.
+    let tiny: String = (0..60)
+        .map(|i| format!("t{i}: items(first: 1) {{ pageInfo {{ hasNextPage }} }} "))
+        .collect();
+    refused_with(
+        &gql(&app, Some(&s), &format!("{{ {tiny} }}"), json!({})).await,
+        "too complex",
+    );
+    // One-row lookups cost 20 each: 250 of them are refused, 20 are served.
+    let lookups = |k: usize| -> String {
+        (0..k)
+            .map(|i| format!("l{i}: item(id: \"x\") {{ id }} "))
+            .collect()
+    };
+    refused_with(
+        &gql(
+            &app,
+            Some(&s),
+            &format!("{{ {} }}", lookups(250)),
+            json!({}),
+        )
+        .await,
+        "too complex",
+    );
+    let few = gql(&app, Some(&s), &format!("{{ {} }}", lookups(20)), json!({})).await;
+    assert!(few.body["errors"].is_null(), "{}", few.text);
+    assert_eq!(few.body["data"]["l19"], Value::Null);
+    // Whole-schema walks are few per request.
+    let walks: String = (0..6)
+        .map(|i| format!("w{i}: __schema {{ types {{ fields {{ name }} }} }} "))
+        .collect();
+    refused_with(
+        &gql(&app, Some(&s), &format!("{{ {walks} }}"), json!({})).await,
+        "introspection fields",
+    );
+    // A normal page, even the largest, is served.
+    let page = gql(
+        &app,
+        Some(&s),
+        "query($n: Int) { items(first: $n) { edges { cursor node { id name unit category stockQty lowStock tags } } pageInfo { hasNextPage endCursor } } }",
+        json!({"n": 200}),
+    )
+    .await;
+    assert!(page.body["errors"].is_null(), "{}", page.text);
+    assert_eq!(
+        page.body["data"]["items"]["edges"][0]["node"]["name"],
+        "Tea"
+    );
+    // The page size is read from variables too: three pages of 200 are refused before any query runs.
+    let many: String = (0..3)
+        .map(|i| format!("p{i}: items(first: $n) {{ edges {{ node {{ id name unit category stockQty lowStock tags }} }} }} "))
+        .collect();
+    refused_with(
+        &gql(
+            &app,
+            Some(&s),
+            &format!("query($n: Int) {{ {many} }}"),
+            json!({"n": 200}),
+        )
+        .await,
+        "too complex",
+    );
+
+    // Depth still bounds the real schema (which nests at most 5 deep, so under a lowered limit).
+    let mut settings = api::Settings::for_tests(&fresh_database(b).await);
+    settings.graphql.max_depth = 3;
+    let app = spawn_with(settings).await;
+    refused_with(
+        &gql(
+            &app,
+            Some(&s),
+            "{ items { edges { node { name } } } }",
+            json!({}),
+        )
+        .await,
+        "nested too deep",
+    );
+    let ok = gql(
+        &app,
+        Some(&s),
+        "{ items { pageInfo { hasNextPage } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        ok.body["data"]["items"]["pageInfo"]["hasNextPage"], false,
+        "{}",
+        ok.text
+    );
+
+    // Turned off, introspection answers the standard query with no schema.
+    let mut settings = api::Settings::for_tests(&fresh_database(b).await);
+    settings.graphql.introspection = false;
+    let app = spawn_with(settings).await;
+    let r = gql(&app, Some(&s), STANDARD_INTROSPECTION, json!({})).await;
+    assert_eq!(r.body["data"]["__schema"], Value::Null, "{}", r.text);
 }

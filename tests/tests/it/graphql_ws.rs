@@ -202,7 +202,7 @@ async fn abusive_requests_are_refused(b: Backend) {
     c.subscribe(&huge, json!({})).await.unwrap();
     let e = first_error(&c.next_within(Duration::from_secs(10)).await);
     assert_eq!(e["extensions"]["code"], "VALIDATION_ERROR", "{e}");
-    let nested = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } }";
+    let nested = "{ __schema { types { fields { type { fields { type { fields { type { fields { type { name } } } } } } } } } } }";
     c.subscribe(nested, json!({})).await.unwrap();
     let mut got = None;
     while let Some(f) = c.next_within(Duration::from_secs(10)).await {
