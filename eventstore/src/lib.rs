@@ -36,10 +36,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-/// Wake-up channels per aggregate type.
-pub(crate) type TypeWakes =
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, watch::Sender<u64>>>>;
-
 /// Largest batch a reader may ask of the global log in one call.
 pub const MAX_LOG_BATCH: i64 = 1_000;
 /// Largest number of events one append may carry.
@@ -54,9 +50,6 @@ pub struct EventStore {
     wake: watch::Sender<u64>,
     /// Bumped when another process reports that a projection checkpoint moved.
     checkpoint_wake: watch::Sender<u64>,
-    /// Per aggregate type: bumped after a local append to such a stream (and on every remote
-    /// wake-up), so a reader interested in a few types is not woken by all the others.
-    type_wakes: TypeWakes,
     /// The process's log follower (its tail starts with its first consumer).
     follow: std::sync::Arc<follow::Shared>,
     /// Appends waiting for, or in, this process's group commit.
@@ -110,17 +103,12 @@ impl EventStore {
             backend,
             wake,
             checkpoint_wake,
-            type_wakes: Default::default(),
             follow: Default::default(),
             upcasters: Upcasters::default(),
             appends: Default::default(),
         };
         if let Backend::Pg(pg, ..) = &store.backend {
-            pg.spawn_listener(
-                store.wake.clone(),
-                store.checkpoint_wake.clone(),
-                store.type_wakes.clone(),
-            );
+            pg.spawn_listener(store.wake.clone(), store.checkpoint_wake.clone());
         }
         Ok(store)
     }
@@ -225,21 +213,10 @@ impl EventStore {
             Backend::Pg(s, ..) => s.append_batch(reqs).await,
             Backend::Sqlite(s) => s.append_batch(reqs).await,
         };
-        let mut woken = std::collections::HashSet::new();
-        for stored in results.iter().flatten() {
-            if let Some(e) = stored.first() {
-                woken.insert(e.aggregate_type.as_str());
-            }
-        }
-        if !woken.is_empty() {
-            {
-                let wakes = self.type_wakes.lock().expect("wakes");
-                for ty in &woken {
-                    if let Some(tx) = wakes.get(*ty) {
-                        tx.send_modify(|n| *n = n.wrapping_add(1));
-                    }
-                }
-            }
+        if results
+            .iter()
+            .any(|r| matches!(r, Ok(stored) if !stored.is_empty()))
+        {
             self.wake.send_modify(|n| *n = n.wrapping_add(1));
             if let Backend::Pg(_, events, _) = &self.backend {
                 events.ping();
@@ -343,22 +320,6 @@ impl EventStore {
     /// A receiver that changes whenever new events may be readable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.wake.subscribe()
-    }
-
-    /// A receiver that changes when events of one of `types` may be readable (`None`: any).
-    pub fn subscribe_types(&self, types: Option<&[&str]>) -> Vec<watch::Receiver<u64>> {
-        let Some(types) = types else {
-            return vec![self.wake.subscribe()];
-        };
-        let mut map = self.type_wakes.lock().expect("wakes");
-        types
-            .iter()
-            .map(|t| {
-                map.entry(t.to_string())
-                    .or_insert_with(|| watch::channel(0).0)
-                    .subscribe()
-            })
-            .collect()
     }
 
     /// The log follower of this store: one tail that reads each new batch once and feeds every

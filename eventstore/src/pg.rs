@@ -61,12 +61,7 @@ impl PgStore {
     }
 
     /// Forwards NOTIFYs from other processes' appends to local readers; reconnects on failure.
-    pub fn spawn_listener(
-        &self,
-        wake: watch::Sender<u64>,
-        checkpoint_wake: watch::Sender<u64>,
-        types: crate::TypeWakes,
-    ) {
+    pub fn spawn_listener(&self, wake: watch::Sender<u64>, checkpoint_wake: watch::Sender<u64>) {
         let url = self.url.clone();
         let own = self.own_pids.clone();
         tokio::spawn(async move {
@@ -90,11 +85,7 @@ impl PgStore {
                                 if n.channel() == crate::notify::CHECKPOINTS_CHANNEL {
                                     checkpoint_wake.send_modify(|n| *n = n.wrapping_add(1));
                                 } else {
-                                    // A remote append may be of any type.
                                     wake.send_modify(|n| *n = n.wrapping_add(1));
-                                    for tx in types.lock().expect("wakes").values() {
-                                        tx.send_modify(|n| *n = n.wrapping_add(1));
-                                    }
                                 }
                             }
                         }

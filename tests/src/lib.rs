@@ -294,6 +294,38 @@ impl TestApp {
         .await
     }
 
+    /// Waits (bounded) until message-post operation `op` is settled (completed or rejected);
+    /// the operation as `GET /operations/{id}` answers it.
+    pub async fn settled_operation(&self, token: &str, op: &str) -> Value {
+        eventually(Duration::from_secs(20), || async {
+            let r = self.get(&format!("/operations/{op}"), token).await;
+            (r.status == 200 && r.body["status"] != "accepted").then_some(r.body)
+        })
+        .await
+    }
+
+    /// Posts `text` into `chat` as `token`'s user (202) and waits until the message worker
+    /// settled it; the operation.
+    pub async fn post_message(&self, token: &str, chat: &str, text: &str) -> Value {
+        let r = self
+            .post(
+                &format!("/chats/{chat}/messages"),
+                token,
+                serde_json::json!({"text": text}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        let op = r.body["operation_id"].as_str().expect("operation_id");
+        self.settled_operation(token, op).await
+    }
+
+    /// [`post_message`](Self::post_message) that must be posted; the message id.
+    pub async fn posted_message(&self, token: &str, chat: &str, text: &str) -> String {
+        let op = self.post_message(token, chat, text).await;
+        assert_eq!(op["status"], "completed", "{op}");
+        op["message_id"].as_str().expect("message_id").to_string()
+    }
+
     /// Every stored event of the log, in log order.
     pub async fn whole_log(&self) -> Vec<eventstore::StoredEvent> {
         let mut out = vec![];

@@ -413,11 +413,7 @@ async fn chats_membership_and_privacy(b: Backend) {
 }
 
 async fn operation_settled(app: &TestApp, token: &str, op: &str) -> Value {
-    eventually(Duration::from_secs(20), || async {
-        let r = app.get(&format!("/operations/{op}"), token).await;
-        (r.status == 200 && r.body["status"] != "accepted").then_some(r.body)
-    })
-    .await
+    app.settled_operation(token, op).await
 }
 
 async fn messages_are_posted_asynchronously(b: Backend) {

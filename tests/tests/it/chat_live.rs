@@ -73,21 +73,7 @@ async fn chat(app: &TestApp, owner: &str, body: Value) -> String {
 
 /// Posts a message and returns its id once the worker posted it.
 async fn post(app: &TestApp, token: &str, chat: &str, text: &str) -> String {
-    let r = app
-        .post(
-            &format!("/chats/{chat}/messages"),
-            token,
-            json!({"text": text}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let op = r.body["operation_id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), || async {
-        let o = app.get(&format!("/operations/{op}"), token).await;
-        (o.body["status"] == "completed")
-            .then(|| o.body["message_id"].as_str().unwrap().to_string())
-    })
-    .await
+    app.posted_message(token, chat, text).await
 }
 
 async fn upgrade_requires_a_valid_token(b: Backend) {

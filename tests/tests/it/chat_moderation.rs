@@ -29,20 +29,7 @@ async fn group(app: &TestApp, owner: &str, name: &str, members: &[&str]) -> Stri
 
 /// Posts a message and waits for its operation to settle; the settled operation.
 async fn post(app: &TestApp, token: &str, chat: &str, text: &str) -> Value {
-    let r = app
-        .post(
-            &format!("/chats/{chat}/messages"),
-            token,
-            json!({"text": text}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let op = r.body["operation_id"].as_str().unwrap().to_string();
-    eventually(Duration::from_secs(20), || async {
-        let r = app.get(&format!("/operations/{op}"), token).await;
-        (r.status == 200 && r.body["status"] != "accepted").then_some(r.body)
-    })
-    .await
+    app.post_message(token, chat, text).await
 }
 
 async fn message(app: &TestApp, token: &str, chat: &str, id: &str) -> Value {

@@ -52,26 +52,12 @@ async fn put(app: &TestApp, token: &str, body: Value) -> Res {
 }
 
 async fn settled(app: &TestApp, token: &str, op: &str) -> Value {
-    eventually(Duration::from_secs(20), || async {
-        let r = app.get(&format!("/operations/{op}"), token).await;
-        (r.status == 200 && r.body["status"] != "accepted").then_some(r.body)
-    })
-    .await
+    app.settled_operation(token, op).await
 }
 
 /// Posts a message and waits until it is posted; returns its id.
 async fn post(app: &TestApp, chat: &str, token: &str, text: &str) -> String {
-    let r = app
-        .post(
-            &format!("/chats/{chat}/messages"),
-            token,
-            json!({"text": text}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let op = settled(app, token, r.body["operation_id"].as_str().unwrap()).await;
-    assert_eq!(op["status"], "completed", "{op}");
-    op["message_id"].as_str().unwrap().to_string()
+    app.posted_message(token, chat, text).await
 }
 
 async fn texts(app: &TestApp, chat: &str, token: &str) -> Vec<String> {

@@ -43,21 +43,7 @@ async fn group(app: &TestApp, owner: &str, name: &str, members: &[&str]) -> Stri
 
 /// Posts a message and waits until it is posted; its id.
 async fn posted(app: &TestApp, token: &str, chat: &str, text: &str) -> String {
-    let r = app
-        .post(
-            &format!("/chats/{chat}/messages"),
-            token,
-            json!({"text": text}),
-        )
-        .await;
-    assert_eq!(r.status, 202, "{}", r.text);
-    let op = r.body["operation_id"].as_str().unwrap().to_string();
-    eventually(DEADLINE, || async {
-        let r = app.get(&format!("/operations/{op}"), token).await;
-        (r.status == 200 && r.body["status"] == "completed")
-            .then(|| r.body["message_id"].as_str().unwrap().to_string())
-    })
-    .await
+    app.posted_message(token, chat, text).await
 }
 
 async fn debts_of(app: &TestApp, user: &str) -> Vec<Value> {
